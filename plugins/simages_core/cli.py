@@ -1,0 +1,120 @@
+"""The ``simages`` command: search from a terminal, and see today's usage.
+
+Exit codes: 0 success, 1 the API or the network failed, 2 the input was invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import TextIO
+
+from . import __version__
+from ._client import SimilarImagesClient
+from ._exceptions import InvalidRequest, SimilarImagesError
+from ._models import SearchResult
+from ._protocol import MAX_NUM_SIMILAR, result_to_body
+
+EXIT_OK, EXIT_API_ERROR, EXIT_INVALID = 0, 1, 2
+
+
+def _num_similar(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_NUM_SIMILAR}") from None
+    if not 1 <= value <= MAX_NUM_SIMILAR:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_NUM_SIMILAR}, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simages", description="Find similar images with the Similar Images API (simages.info)."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--api-url", help="API URL (default: $SIMAGES_API_URL or https://simages.info)")
+    parser.add_argument(
+        "--api-key", help="API key (default: $SIMAGES_API_KEY, $TERNAUS_TOKEN or ~/.ternaus/ternaus.json)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="search by image URL, image file or text")
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--url", help="URL of the query image")
+    query.add_argument("--image", metavar="PATH", help="image file to search with")
+    query.add_argument("--text", help="text query")
+    search.add_argument("-n", "--num-similar", type=_num_similar, default=1, help="1..50 (default 1)")
+    search.add_argument("--labels", action="store_true", help="add COCO-YOLOv7 detections")
+    search.add_argument("--json", action="store_true", help="print the result body as JSON")
+    search.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+
+    usage = commands.add_parser("usage", help="requests sent, cached and failed per day")
+    usage.add_argument("--days", type=int, default=7, help="how many days back (default 7)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "usage":
+            with SimilarImagesClient(api_key=args.api_key, base_url=args.api_url, cache=False) as client:
+                _print_usage(client, args.days, out)
+            return EXIT_OK
+        with SimilarImagesClient(
+            api_key=args.api_key, base_url=args.api_url, cache=False if args.no_cache else "auto"
+        ) as client:
+            result = client.search(
+                url=args.url,
+                image=args.image,
+                text=args.text,
+                num_similar=args.num_similar,
+                labels=args.labels,
+            )
+    except InvalidRequest as exc:
+        print(f"simages: invalid request: {exc}", file=err)
+        return EXIT_INVALID
+    except SimilarImagesError as exc:
+        print(f"simages: {type(exc).__name__}: {exc}", file=err)
+        return EXIT_API_ERROR
+    if args.json:
+        json.dump(result_to_body(result), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(format_table(result))
+    return EXIT_OK
+
+
+def format_table(result: SearchResult) -> str:
+    """A fixed-width table: rank, score, id, detected classes (when asked), URL."""
+    if not result.images:
+        return "no similar images found\n"
+    rows = []
+    for rank, image in enumerate(result.images, start=1):
+        row = [str(rank), f"{image.score:.4f}", image.id]
+        if result.labels_requested:
+            counts = Counter(d.name for d in image.detections or ())
+            row.append(", ".join(f"{n}×{c}" if c > 1 else n for n, c in counts.most_common()) or "-")
+        row.append(image.url)
+        rows.append(row)
+    header = ["#", "score", "id", *(["labels"] if result.labels_requested else []), "url"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    suffix = " (from cache)" if result.from_cache else ""
+    return "\n".join(lines) + f"\n{len(rows)} image(s){suffix}\n"
+
+
+def _print_usage(client: SimilarImagesClient, days: int, out: TextIO) -> None:
+    out.write(f"{'day':<12}{'sent':>8}{'cached':>8}{'failed':>8}\n")
+    for day in client.usage.history(max(1, days)):
+        out.write(f"{day.day.isoformat():<12}{day.sent:>8}{day.cached:>8}{day.failed:>8}\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
