@@ -8,8 +8,9 @@ import json
 import time
 
 import pytest
-import simages_core as sc
 from PIL import Image
+
+import simages_core as sc
 
 from .conftest import SAMPLE_BODY, SAMPLE_BODY_WITH_LABELS, Reply, make_client
 

@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
+
 from simages_core import ImageEncodingError, encode_image, open_image
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from simages_core import Detection, InvalidRequest, SearchRequest, SearchResult, SimilarImage
 from simages_core._protocol import error_envelope, parse_response, success_envelope
 

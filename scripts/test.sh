@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs everything, then runs the whole test suite (real local server, real Label Studio,
+# real FiftyOne with its database, all on loopback). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"
