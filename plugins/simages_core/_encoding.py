@@ -112,6 +112,7 @@ def _load(source: ImageSource, *, max_pixels: int, draft_to: int | None) -> Imag
             f"unsupported image type {type(source).__name__}: "
             "give a file path, bytes, a PIL image or a numpy array"
         )
+    image: Image.Image
     try:
         image = Image.open(fp)
         width, height = image.size
@@ -124,7 +125,7 @@ def _load(source: ImageSource, *, max_pixels: int, draft_to: int | None) -> Imag
         upright = (height, width) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
         if draft_to is not None and image.format == "JPEG":
             scale = draft_to / max(width, height)
-            if scale < 1:
+            if scale < 1 and isinstance(image, ImageFile.ImageFile):
                 image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
         image.load()
         image = ImageOps.exif_transpose(image)

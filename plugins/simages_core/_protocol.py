@@ -204,7 +204,8 @@ def parse_body(body: Any, *, labels_requested: bool) -> SearchResult:
     info = body.get("info") or {}
     if not isinstance(info, dict):
         raise DecodingError("'body.info' must be an object")
-    labels_by_id: dict[str, tuple[tuple[Detection, ...], int | None, int | None]] = {}
+    Labels = tuple[tuple[Detection, ...] | None, int | None, int | None]
+    labels_by_id: dict[str, Labels] = {}
     raw_annotations = body.get("annotations")
     if raw_annotations is not None:
         if not isinstance(raw_annotations, list):
@@ -214,12 +215,12 @@ def parse_body(body: Any, *, labels_requested: bool) -> SearchResult:
             if not isinstance(entry, dict):
                 raise DecodingError(f"'{where}' must be an object")
             image_id = _id(entry.get("image_id"), f"{where}.image_id")
-            dets = tuple(
+            found = tuple(
                 _detection(d, f"{where}.annotations[{j}]")
                 for j, d in enumerate(_require(entry, "annotations", list, where))
             )
             labels_by_id[image_id] = (
-                dets,
+                found,
                 _optional_size(entry.get("width"), f"{where}.width"),
                 _optional_size(entry.get("height"), f"{where}.height"),
             )
