@@ -250,7 +250,8 @@ class SimilarImagesClient:
 
     def _send(self, request: SearchRequest) -> SearchResult:
         assert self._api_key is not None
-        payload = json.dumps(request.to_json())
+        # bytes, so http.client sends headers and body in one write (no Nagle/delayed-ACK stall).
+        payload = json.dumps(request.to_json()).encode("utf-8")
         try:
             response = self._session.post(
                 self.base_url + "/",
