@@ -328,3 +328,17 @@ def test_usage_ledger_is_shared_across_clients(scripted_api, tmp_path):
         with make_client(scripted_api, usage=sc.UsageLedger(tmp_path / "usage")) as client:
             client.search(text="cat")
     assert sc.UsageLedger(tmp_path / "usage").day().sent == 2
+
+
+def test_cache_and_ledger_are_safe_under_concurrent_use(scripted_api, tmp_path):
+    scripted_api.script(scripted_api.success(SAMPLE_BODY))
+    ledger = sc.UsageLedger(tmp_path / "usage")
+    queries = [sc.Query(text=f"q{i % 4}") for i in range(32)]
+    with make_client(scripted_api, cache=tmp_path / "cache", usage=ledger) as client:
+        items = client.search_many(queries, max_workers=8)
+        today = client.usage_today()
+    assert all(item.ok and len(item.result) == 2 for item in items)
+    # Every request was either sent or served from cache, and the ledger saw each exactly once.
+    assert today.sent + today.cached == 32 and today.failed == 0
+    assert today.sent == len(scripted_api.received) >= 4
+    assert len(sc.ResponseCache(tmp_path / "cache")) == 4
