@@ -1,0 +1,242 @@
+"""The local server's WSGI app: ``POST /`` exactly as simages.info, plus image, thumbnail and health routes.
+
+Request validation and envelopes come from ``simages_core._protocol``, the same
+code the client uses, so the two cannot disagree. Bad input of any kind is a
+400 with the documented error body; only a bug is a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from werkzeug.wrappers import Request, Response
+
+from .._encoding import open_image
+from .._exceptions import InvalidRequest
+from .._models import SearchResult, SimilarImage
+from .._protocol import API_KEY_HEADER, CORS_HEADERS, SearchRequest, error_envelope, success_envelope
+from .embedders import DescriptorEmbedder, ImageEmbedder, OnnxEmbedder
+from .fetch import FetchPolicy, fetch_image_bytes
+from .index import ImageIndex
+from .keys import DailyQuota, digest
+from .text_search import parse_text_query, text_scores
+
+logger = logging.getLogger("simages_core.server")
+
+# The documented messages, so clients see what simages.info would say.
+MISSING_KEY = "Missing an API key"
+INVALID_KEY = "Invalid API key"
+QUOTA = "You exceeded free of charge day limit, contact us at https://www.ternaus.com/#contact to increase the limit."
+_OWN_IMAGE_PATH = re.compile(r"^/images/([0-9a-f]{16})$")
+_DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    key_digests: frozenset[str]
+    quota_path: Path
+    daily_limit: int = 100
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    latency_ms: float = 0.0
+    public_url: str | None = None
+    info: dict[str, Any] = field(default_factory=lambda: {"url": "https://ternaus.com"})
+
+
+class SimilarImagesApp:
+    def __init__(
+        self, index: ImageIndex, settings: ServerSettings, embedder: ImageEmbedder | None = None
+    ) -> None:
+        self.index = index
+        self.settings = settings
+        self.embedder = embedder or DescriptorEmbedder()
+        if self.embedder.name != index.embedder:
+            raise ValueError(
+                f"index was built with {index.embedder}, server embedder is {self.embedder.name}"
+            )
+        self.quota = DailyQuota(settings.quota_path, settings.daily_limit)
+        self._own_netlocs = {urlsplit(settings.public_url).netloc} if settings.public_url else set()
+
+    # --- WSGI ----------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        started = time.perf_counter()
+        note: dict[str, Any] = {}
+        try:
+            response = self._route(request, note)
+        except Exception:  # a bug, never bad input: log it, answer 500, keep serving
+            logger.exception("internal error on %s %s", request.method, request.path)
+            response = _json(error_envelope(500, "internal server error"), 500)
+        extras = " ".join(f"{k}={v}" for k, v in note.items())
+        logger.info(
+            "%s %s %d %.1fms %s", request.method, request.path, response.status_code,
+            (time.perf_counter() - started) * 1000, extras,
+        )  # fmt: skip
+        return response(environ, start_response)
+
+    def _route(self, request: Request, note: dict[str, Any]) -> Response:
+        if request.method == "OPTIONS":
+            return _preflight()
+        if request.path == "/health" and request.method == "GET":
+            return _json({"status": "ok", "images": len(self.index), "embedder": self.index.embedder}, 200)
+        if self.settings.latency_ms:
+            time.sleep(self.settings.latency_ms / 1000)  # simulated network latency (benchmarks, demos)
+        if request.path == "/" and request.method == "POST":
+            return self._search(request, note)
+        if request.method in ("GET", "HEAD"):
+            match = re.fullmatch(r"/images/([0-9a-f]{16})", request.path)
+            if match and (path := self.index.image_path(match.group(1))) is not None and path.is_file():
+                return _file(path, request)
+            match = re.fullmatch(r"/thumbnails/([0-9a-f]{16})\.webp", request.path)
+            if match and (path := self.index.thumbnail_path(match.group(1))) is not None and path.is_file():
+                return _file(path, request, "image/webp")
+            return _json(error_envelope(404, f"not found: {request.path}"), 404)
+        return _json(error_envelope(405, f"{request.method} is not allowed on {request.path}"), 405)
+
+    # --- search --------------------------------------------------------------
+
+    def _search(self, request: Request, note: dict[str, Any]) -> Response:
+        key = request.headers.get(API_KEY_HEADER, "").strip()
+        if not key:
+            return _json(error_envelope(401, MISSING_KEY), 401)
+        key_digest = digest(key)
+        note["key"] = "sha256:" + key_digest[:8]
+        if key_digest not in self.settings.key_digests:
+            return _json(error_envelope(403, INVALID_KEY), 403)
+        try:
+            search = SearchRequest.from_json(self._read_json(request))
+        except InvalidRequest as exc:
+            return _json(error_envelope(400, exc.message), 400)
+        note.update(kind=search.kind, n=search.num_similar, labels=int(search.labels_requested))
+        if not self.quota.reserve(key_digest):
+            return _json(error_envelope(402, QUOTA), 402)
+        try:
+            result = self._answer(search, request)
+        except InvalidRequest as exc:
+            self.quota.release(key_digest)
+            return _json(error_envelope(400, exc.message), 400)
+        except BaseException:
+            self.quota.release(key_digest)
+            raise
+        note["found"] = len(result.images)
+        return _json(success_envelope(result), 200)
+
+    def _read_json(self, request: Request) -> Any:
+        cap = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > cap:
+            raise InvalidRequest(f"request body is larger than {cap:,} bytes")
+        raw = request.stream.read(cap + 1)
+        if len(raw) > cap:
+            raise InvalidRequest(f"request body is larger than {cap:,} bytes")
+        if not raw.strip():
+            raise InvalidRequest("request body is empty: send a JSON object with 'url', 'image' or 'text'")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("request body is not valid JSON") from None
+
+    def _answer(self, search: SearchRequest, request: Request) -> SearchResult:
+        k = search.num_similar
+        if search.text is not None:
+            hits = self._text_hits(search.text, k)
+        else:
+            hits = self.index.nearest(self._query_vector(search, request), k)
+        base = (self.settings.public_url or request.host_url).rstrip("/")
+        images = []
+        for position, score in hits:
+            record = self.index.records[position]
+            labels = search.labels_requested
+            images.append(
+                SimilarImage(
+                    url=f"{base}/images/{record.id}",
+                    score=round(score, 6),
+                    thumbnail_url=f"{base}/thumbnails/{record.id}.webp",
+                    id=record.id,
+                    # Asked for labels, an unlabelled image gets an empty list, never invented boxes.
+                    detections=(record.detections or ()) if labels else None,
+                    width=record.width if labels else None,
+                    height=record.height if labels else None,
+                )
+            )
+        return SearchResult(
+            images=tuple(images), info=dict(self.settings.info), labels_requested=search.labels_requested
+        )
+
+    def _query_vector(self, search: SearchRequest, request: Request) -> np.ndarray:
+        if search.url is not None:
+            own = self._own_image_position(search.url, request)
+            if own is not None:
+                return self.index.embeddings[own]
+            data = fetch_image_bytes(search.url, self.settings.fetch)
+        else:
+            assert search.image is not None
+            data = _decode_base64(search.image)
+        image = open_image(data, max_pixels=self.settings.max_image_pixels)
+        return self.embedder.embed_images([image])[0]
+
+    def _own_image_position(self, url: str, request: Request) -> int | None:
+        """A URL of this server's own images is looked up, never fetched (no request to ourselves)."""
+        parts = urlsplit(url)
+        match = _OWN_IMAGE_PATH.match(parts.path)
+        if not match or parts.netloc not in self._own_netlocs | {request.host}:
+            return None
+        position = self.index.position(match.group(1))
+        if position is None:
+            raise InvalidRequest(
+                f"'url' names an image this server does not have: {match.group(1)}", field="url"
+            )
+        return position
+
+    def _text_hits(self, text: str, k: int) -> list[tuple[int, float]]:
+        if isinstance(self.embedder, OnnxEmbedder) and self.embedder.supports_text:
+            return self.index.nearest(self.embedder.embed_texts([text])[0], k)
+        query = parse_text_query(text)
+        records = self.index.records
+        scores = text_scores(
+            query,
+            [None if r.detections is None else [(d.name, d.score) for d in r.detections] for r in records],
+            [r.caption for r in records],
+        )
+        ranked = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: -scores[i])
+        return [(i, scores[i]) for i in ranked[:k]]
+
+
+def _decode_base64(data: str) -> bytes:
+    data = _DATA_URI.sub("", data.strip(), count=1)
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("'image' is not valid base64", field="image") from None
+
+
+def _headers() -> dict[str, str]:
+    return {**CORS_HEADERS, "Access-Control-Allow-Headers": "content-type, x-api-key"}
+
+
+def _json(payload: dict[str, Any], status: int) -> Response:
+    return Response(json.dumps(payload), status=status, mimetype="application/json", headers=_headers())
+
+
+def _preflight() -> Response:
+    return Response(b"", status=200, headers={**_headers(), "Access-Control-Max-Age": "86400"})
+
+
+def _file(path: Path, request: Request, mimetype: str | None = None) -> Response:
+    import mimetypes
+
+    kind = mimetype or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    response = Response(path.read_bytes(), mimetype=kind, headers=_headers())
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response

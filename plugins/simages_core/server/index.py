@@ -1,0 +1,321 @@
+"""The local server's index of a folder of images: manifest, embeddings, thumbnails, labels.
+
+On disk (every file replaced atomically, so an interrupted build leaves the old index intact):
+``index.json`` (metadata), ``manifest.jsonl`` (one image a line), ``embeddings.npy``
+(float32, rows in manifest order) and ``thumbnails/{id}.webp``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .._encoding import open_image
+from .._exceptions import ImageEncodingError
+from .._models import Detection
+from ..boxes import clamp_box, scale_box
+from ..coco import YOLO_CLASS_INDEX
+from .embedders import DescriptorEmbedder, ImageEmbedder
+
+logger = logging.getLogger("simages_core.server")
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+THUMBNAIL_SIDE = 256
+EMBED_BATCH = 32
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexedImage:
+    id: str
+    file: str
+    """Path relative to the indexed folder, with forward slashes."""
+    width: int
+    height: int
+    detections: tuple[Detection, ...] | None = None
+    """``None``: no labels known for this image; ``()``: labelled, and nothing is in it."""
+    caption: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "file": self.file,
+            "width": self.width,
+            "height": self.height,
+            "caption": self.caption,
+            "detections": None
+            if self.detections is None
+            else [[d.name, d.score, list(d.box), d.category_id] for d in self.detections],
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> IndexedImage:
+        dets = raw.get("detections")
+        return cls(
+            id=raw["id"],
+            file=raw["file"],
+            width=int(raw["width"]),
+            height=int(raw["height"]),
+            caption=raw.get("caption"),
+            detections=None
+            if dets is None
+            else tuple(Detection(name, float(score), tuple(box), int(cid)) for name, score, box, cid in dets),
+        )
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    added: int
+    skipped: list[str]
+    """Files that could not be read as images, with the reason."""
+    total: int
+
+
+def image_id_for(relative_path: str) -> str:
+    """Stable id from the path inside the folder, so re-indexing keeps ids (and URLs) unchanged."""
+    return hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:16]
+
+
+class ImageIndex:
+    """An index loaded in memory: one matrix product answers a visual query."""
+
+    def __init__(
+        self, root: Path, images_dir: Path, records: list[IndexedImage], embeddings: np.ndarray, embedder: str
+    ) -> None:
+        if len(records) != embeddings.shape[0]:
+            raise ValueError(
+                f"index at {root} is inconsistent: {len(records)} records, {embeddings.shape[0]} rows"
+            )
+        self.root = root
+        self.images_dir = images_dir
+        self.records = records
+        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.embedder = embedder
+        self._by_id = {record.id: i for i, record in enumerate(records)}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    # --- lookups -------------------------------------------------------------
+
+    def position(self, image_id: str) -> int | None:
+        return self._by_id.get(image_id)
+
+    def image_path(self, image_id: str) -> Path | None:
+        i = self._by_id.get(image_id)
+        return None if i is None else self.images_dir / self.records[i].file
+
+    def thumbnail_path(self, image_id: str) -> Path | None:
+        return self.root / "thumbnails" / f"{image_id}.webp" if image_id in self._by_id else None
+
+    def nearest(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top-k rows by cosine similarity (rows and query are L2-normalised)."""
+        if not len(self.records):
+            return []
+        scores = self.embeddings @ query.astype(np.float32).ravel()
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(i), float(np.clip(scores[i], -1.0, 1.0))) for i in top]
+
+    # --- persistence ---------------------------------------------------------
+
+    @classmethod
+    def load(cls, root: str | Path) -> ImageIndex:
+        root = Path(root)
+        meta_path = root / "index.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"no index at {root}: build one with `simages-server index IMAGES_DIR --out {root}`"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        with (root / "manifest.jsonl").open(encoding="utf-8") as fh:
+            records = [IndexedImage.from_json(json.loads(line)) for line in fh if line.strip()]
+        embeddings = np.load(root / "embeddings.npy") if records else np.zeros((0, meta["dim"]), np.float32)
+        return cls(root, Path(meta["images_dir"]), records, embeddings, meta["embedder"])
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT_VERSION,
+            "embedder": self.embedder,
+            "dim": int(self.embeddings.shape[1]),
+            "count": len(self.records),
+            "images_dir": str(self.images_dir.resolve()),
+        }
+        # Embeddings and manifest first, metadata last: index.json names a consistent pair.
+        _atomic_write(self.root / "embeddings.npy", lambda fh: np.save(fh, self.embeddings))
+        _atomic_write(
+            self.root / "manifest.jsonl",
+            lambda fh: fh.write(
+                "".join(json.dumps(r.to_json()) + "\n" for r in self.records).encode("utf-8")
+            ),
+        )
+        _atomic_write(
+            self.root / "index.json", lambda fh: fh.write(json.dumps(meta, indent=2).encode("utf-8"))
+        )
+
+
+def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_images(images_dir: Path) -> list[str]:
+    """Relative paths of the image files under a folder, sorted, hidden files skipped."""
+    found = []
+    for path in images_dir.rglob("*"):
+        rel = path.relative_to(images_dir)
+        if (
+            path.is_file()
+            and path.suffix.lower() in IMAGE_SUFFIXES
+            and not any(p.startswith(".") for p in rel.parts)
+        ):
+            found.append(rel.as_posix())
+    return sorted(found)
+
+
+def build_index(
+    images_dir: str | Path,
+    out: str | Path,
+    *,
+    coco: str | Path | None = None,
+    embedder: ImageEmbedder | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Index a folder, or add its new images to an existing index at ``out``."""
+    from tqdm import tqdm
+
+    images_dir, out = Path(images_dir), Path(out)
+    if not images_dir.is_dir():
+        raise NotADirectoryError(f"not a folder: {images_dir}")
+    chosen: ImageEmbedder = embedder if embedder is not None else DescriptorEmbedder()
+    if (out / "index.json").is_file():
+        index = ImageIndex.load(out)
+        if index.embedder != chosen.name:
+            raise ValueError(
+                f"index at {out} was built with {index.embedder}, not {chosen.name}: use a new --out"
+            )
+        if index.images_dir.resolve() != images_dir.resolve():
+            raise ValueError(f"index at {out} is of {index.images_dir}, not {images_dir}")
+    else:
+        index = ImageIndex(out, images_dir, [], np.zeros((0, chosen.dim), np.float32), chosen.name)
+    known = {record.file for record in index.records}
+    new_files = [rel for rel in list_images(images_dir) if rel not in known]
+    (out / "thumbnails").mkdir(parents=True, exist_ok=True)
+
+    records, rows, skipped = list(index.records), [index.embeddings], []
+    batch: list[tuple[str, Image.Image]] = []
+
+    def flush() -> None:
+        if batch:
+            rows.append(chosen.embed_images([im for _, im in batch]))
+            for rel, im in batch:
+                records.append(IndexedImage(id=image_id_for(rel), file=rel, width=im.width, height=im.height))
+            batch.clear()
+
+    for rel in tqdm(new_files, desc="indexing", unit="img", disable=not progress):
+        try:
+            image = open_image(images_dir / rel)
+        except ImageEncodingError as exc:
+            skipped.append(f"{rel}: {exc}")
+            logger.warning("skipped %s: %s", rel, exc)
+            continue
+        thumb = image.copy()
+        thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+        thumb.save(out / "thumbnails" / f"{image_id_for(rel)}.webp", format="WEBP", quality=80)
+        batch.append((rel, image))
+        if len(batch) >= EMBED_BATCH:
+            flush()
+    flush()
+
+    if coco is not None:
+        records = apply_coco(records, load_coco_labels(Path(coco)))
+    updated = ImageIndex(out, images_dir, records, np.concatenate(rows), chosen.name)
+    updated.save()
+    return BuildReport(added=len(records) - len(index.records), skipped=skipped, total=len(records))
+
+
+@dataclass(frozen=True)
+class CocoImageLabels:
+    width: int | None
+    height: int | None
+    detections: tuple[Detection, ...]
+    caption: str | None
+
+
+def load_coco_labels(path: Path) -> dict[str, CocoImageLabels]:
+    """COCO annotations by file name. Ground truth (no ``score``) counts as score 1.0."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        categories = {c["id"]: c["name"] for c in data.get("categories", [])}
+        per_image: dict[int, list[Detection]] = {}
+        ignored: set[str] = set()
+        for ann in data.get("annotations", []):
+            name = categories.get(ann["category_id"])
+            if name not in YOLO_CLASS_INDEX:
+                ignored.add(str(name))
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            per_image.setdefault(ann["image_id"], []).append(
+                Detection(name, float(ann.get("score", 1.0)), (x, y, x + w, y + h), YOLO_CLASS_INDEX[name])
+            )
+        labels = {
+            image["file_name"]: CocoImageLabels(
+                width=image.get("width"),
+                height=image.get("height"),
+                detections=tuple(per_image.get(image["id"], ())),
+                caption=image.get("caption"),
+            )
+            for image in data.get("images", [])
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot read COCO annotations from {path}: {type(exc).__name__}: {exc}") from None
+    if ignored:
+        logger.warning("ignored annotations of classes outside COCO-80: %s", ", ".join(sorted(ignored)))
+    return labels
+
+
+def apply_coco(records: Iterable[IndexedImage], labels: dict[str, CocoImageLabels]) -> list[IndexedImage]:
+    """Attach labels by relative path (or, failing that, by file name); rescale boxes if sizes differ."""
+    by_name = {Path(name).name: value for name, value in labels.items()}
+    out = []
+    for record in records:
+        found = labels.get(record.file) or by_name.get(Path(record.file).name)
+        if found is None:
+            out.append(record)
+            continue
+        sx = record.width / found.width if found.width else 1.0
+        sy = record.height / found.height if found.height else 1.0
+        dets = []
+        for det in found.detections:
+            box = clamp_box(scale_box(det.box, sx, sy), record.width, record.height)
+            if box is not None:
+                dets.append(Detection(det.name, det.score, box, det.category_id))
+        out.append(
+            IndexedImage(
+                record.id,
+                record.file,
+                record.width,
+                record.height,
+                tuple(dets),
+                found.caption or record.caption,
+            )
+        )
+    return out
