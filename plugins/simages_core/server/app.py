@@ -29,7 +29,7 @@ from .embedders import DescriptorEmbedder, ImageEmbedder, OnnxEmbedder
 from .fetch import FetchPolicy, fetch_image_bytes
 from .index import ImageIndex
 from .keys import DailyQuota, digest
-from .text_search import parse_text_query, text_scores
+from .text_search import TextIndex
 
 logger = logging.getLogger("simages_core.server")
 
@@ -67,6 +67,13 @@ class SimilarImagesApp:
             )
         self.quota = DailyQuota(settings.quota_path, settings.daily_limit)
         self._own_netlocs = {urlsplit(settings.public_url).netloc} if settings.public_url else set()
+        self.text_index = TextIndex(
+            [
+                None if r.detections is None else [(d.name, d.score) for d in r.detections]
+                for r in index.records
+            ],
+            [r.caption for r in index.records],
+        )
 
     # --- WSGI ----------------------------------------------------------------
 
@@ -202,15 +209,7 @@ class SimilarImagesApp:
     def _text_hits(self, text: str, k: int) -> list[tuple[int, float]]:
         if isinstance(self.embedder, OnnxEmbedder) and self.embedder.supports_text:
             return self.index.nearest(self.embedder.embed_texts([text])[0], k)
-        query = parse_text_query(text)
-        records = self.index.records
-        scores = text_scores(
-            query,
-            [None if r.detections is None else [(d.name, d.score) for d in r.detections] for r in records],
-            [r.caption for r in records],
-        )
-        ranked = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: -scores[i])
-        return [(i, scores[i]) for i in ranked[:k]]
+        return self.text_index.top(text, k)
 
 
 def _decode_base64(data: str) -> bytes:
