@@ -25,9 +25,13 @@ quiet=(-q --disable-pip-version-check)
     .venv-ls/bin/pip install "${quiet[@]}" "label-studio==${LABEL_STUDIO_VERSION}"
 }
 
-# Headless Chromium for the FiftyOne App screenshot test (Debian package; optional elsewhere).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq chromium docker-compose >/dev/null) \
-        || echo "install.sh: chromium/docker-compose not installed; browser and compose tests will be skipped" >&2
+# Headless Chromium for the FiftyOne App screenshot test, and docker-compose to validate
+# docker-compose.yml (Debian packages; optional elsewhere, those tests then skip and say why).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null) \
+        || echo "install.sh: ${missing[*]} not installed; browser and compose tests will be skipped" >&2
 fi
 echo "install.sh: done"

@@ -1,5 +1,5 @@
 """The local Similar Images server: the simages.info protocol over a folder of your own images."""
 
-from .process import ServerProcess, free_port
+from .process import ManagedProcess, ServerProcess, free_port
 
-__all__ = ["ServerProcess", "free_port"]
+__all__ = ["ManagedProcess", "ServerProcess", "free_port"]

@@ -1,0 +1,7 @@
+"""Label Studio ML backend for the Similar Images API: pre-annotations from near-duplicates and similar images.
+
+``model.SimilarImagesBackend`` is the ``LabelStudioMLBase`` subclass; ``_wsgi`` serves it;
+``expand`` grows a project with similar images as new, pre-labelled tasks.
+"""
+
+__version__ = "0.1.0"

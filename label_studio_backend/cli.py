@@ -1,0 +1,116 @@
+"""``simages-ls``: serve the ML backend, or expand a project with similar images.
+
+    simages-ls serve [--host 0.0.0.0] [--port 9090] [--threads 8]
+    simages-ls expand --project 1 [--tasks 1,2,3] [--per-task 5] [--min-score 0.5] [--json]
+
+Exit codes: 0 success, 1 the API or Label Studio refused, 2 bad arguments or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from simages_core import SimilarImagesError
+
+from .settings import BackendSettings
+
+
+def _task_ids(raw: str) -> list[int]:
+    try:
+        return [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tasks takes comma-separated task ids, got {raw!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simages-ls", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the ML backend for Label Studio (Settings -> Model)")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument(
+        "--port", type=int, default=9090, help="port (default 9090, the ML-backend convention)"
+    )
+    serve.add_argument("--threads", type=int, default=8, help="concurrent requests served (default 8)")
+    expand = sub.add_parser(
+        "expand", help="import images similar to a project's tasks as new pre-labelled tasks"
+    )
+    expand.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    expand.add_argument(
+        "--tasks", type=_task_ids, help="source task ids (default: every task not made by expand)"
+    )
+    expand.add_argument("--per-task", type=int, default=5, help="similar images per source task (default 5)")
+    expand.add_argument("--min-score", type=float, default=0.0, help="minimum similarity (default 0)")
+    expand.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
+    import waitress
+
+    from ._wsgi import create_app
+
+    app = create_app(settings)
+    logging.getLogger("label_studio_backend").info(
+        "serving on http://%s:%d, API %s", args.host, args.port, app.config["SIMAGES_CONTEXT"].client.base_url
+    )
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="simages-ls")
+    return 0
+
+
+def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
+    from .expand import ExpandError, expand_project
+    from .model import AccountError
+
+    try:
+        report = expand_project(
+            args.project,
+            task_ids=args.tasks,
+            per_task=args.per_task,
+            min_score=args.min_score,
+            settings=settings,
+        )
+    except ExpandError as exc:
+        print(f"simages-ls: {exc}", file=sys.stderr)
+        return 2
+    except (AccountError, SimilarImagesError) as exc:
+        print(f"simages-ls: the Similar Images API refused: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # label-studio-sdk raises its own ApiError for HTTP errors
+        status = getattr(exc, "status_code", None)
+        if status is None:
+            raise
+        print(f"simages-ls: Label Studio answered {status}: {getattr(exc, 'body', '')}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        print(
+            f"project {report.project_id}: {report.added} new tasks from {report.source_tasks} source tasks, "
+            f"{report.skipped_existing} already in the project, {len(report.failed_tasks)} source tasks failed"
+        )
+        for task_id, reason in report.failed_tasks.items():
+            print(f"  task {task_id}: {reason}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = BackendSettings()
+    except ValidationError as exc:
+        print(f"simages-ls: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return _serve(args, settings) if args.command == "serve" else _expand(args, settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Every setting of the backend, from environment variables (one table in README.md lists them).
+
+pydantic-settings parses and validates them once at start-up, so a typo in a
+threshold fails loudly with the variable's name instead of mid-prediction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from simages_core.coco import COCO_CLASSES
+
+
+class BackendSettings(BaseSettings):
+    """What a deployer sets. The API URL and key are read by the core client (``SIMAGES_API_URL``/``SIMAGES_API_KEY``)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    api_url: str | None = Field(None, validation_alias="SIMAGES_API_URL")
+    api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("SIMAGES_API_KEY", "TERNAUS_TOKEN"))
+    near_duplicate_score: float = Field(0.9, ge=0.0, le=1.0, validation_alias="SIMAGES_NEAR_DUPLICATE_SCORE")
+    """A match at or above this similarity may lend its boxes to the task."""
+    aspect_tolerance: float = Field(0.03, ge=0.0, le=1.0, validation_alias="SIMAGES_ASPECT_TOLERANCE")
+    """...and only if its width/height ratio is within this relative difference of the task image's."""
+    min_detection_score: float = Field(0.25, ge=0.0, le=1.0, validation_alias="SIMAGES_MIN_DETECTION_SCORE")
+    top_k: int = Field(5, ge=1, le=50, validation_alias="SIMAGES_TOP_K")
+    """How many similar images vote for image-level Choices."""
+    choice_threshold: float = Field(0.5, ge=0.0, le=1.0, validation_alias="SIMAGES_CHOICE_THRESHOLD")
+    """A choice is predicted when its similarity-weighted vote share reaches this."""
+    max_workers: int = Field(16, ge=1, le=64, validation_alias="SIMAGES_MAX_WORKERS")
+    cache: bool = Field(True, validation_alias="SIMAGES_CACHE")
+    # NoDecode: our validator parses the JSON, so its error names the variable and the problem.
+    label_map: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict, validation_alias="SIMAGES_LABEL_MAP"
+    )
+    """JSON: project label -> COCO class names, e.g. {"Vehicle": ["car", "truck"]}."""
+    label_studio_url: str | None = Field(
+        None, validation_alias=AliasChoices("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST")
+    )
+    label_studio_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN")
+    )
+    basic_auth_user: str | None = Field(None, validation_alias="BASIC_AUTH_USER")
+    basic_auth_pass: SecretStr | None = Field(None, validation_alias="BASIC_AUTH_PASS")
+    image_fetch_timeout: float = Field(30.0, gt=0, validation_alias="SIMAGES_IMAGE_FETCH_TIMEOUT")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _parse_label_map(cls, value: object) -> object:
+        # Accept {"Label": "car,truck"} as well as {"Label": ["car", "truck"]}.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"SIMAGES_LABEL_MAP is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError('SIMAGES_LABEL_MAP must be a JSON object like {"Vehicle": ["car", "truck"]}')
+        parsed: dict[str, list[str]] = {}
+        known = set(COCO_CLASSES)
+        for label, classes in value.items():
+            names = classes.split(",") if isinstance(classes, str) else classes
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"SIMAGES_LABEL_MAP[{label!r}] must be a list of COCO class names")
+            cleaned = [n.strip().lower() for n in names if n.strip()]
+            unknown = sorted(set(cleaned) - known)
+            if unknown:
+                raise ValueError(
+                    f"SIMAGES_LABEL_MAP[{label!r}] names classes that are not COCO classes: {unknown}"
+                )
+            parsed[str(label)] = cleaned
+        return parsed
+
+    @field_validator("label_studio_url")
+    @classmethod
+    def _check_ls_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"LABEL_STUDIO_URL must start with http:// or https://, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        if self.basic_auth_user and self.basic_auth_pass:
+            return self.basic_auth_user, self.basic_auth_pass.get_secret_value()
+        return None

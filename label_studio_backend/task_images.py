@@ -1,0 +1,168 @@
+"""Where a task's image is, and how the API gets it.
+
+- An http(s) URL outside Label Studio is sent to the API as ``url``; the API fetches it.
+- Anything Label Studio hosts (uploads ``/data/upload/...``, local storage
+  ``/data/local-files/?d=...``, cloud storage ``s3://``/``gs://``/``azure-blob://``, or a URL on
+  ``LABEL_STUDIO_URL`` itself) is downloaded from Label Studio with its URL and key and sent as
+  ``image``. label-studio-sdk's ``get_local_path`` does that resolution (it knows every storage
+  kind and Label Studio's endpoints); the Label Studio key goes only to Label Studio's host.
+
+Boxes need the task image's pixel size (to check the aspect ratio and to fill
+``original_width``/``original_height``). For a URL, ``probe_size`` reads just the
+header bytes, streaming, instead of the whole image.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+from label_studio_sdk._extensions.label_studio_tools.core.utils.io import get_local_path, http_session
+from PIL import Image, ImageFile
+
+MAX_PROBE_BYTES = 16 * 1024 * 1024
+_HOSTED_PREFIXES = ("/data/", "data/", "/upload/", "upload/", "/storage-data/", "storage-data/")
+_CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
+_EXIF_ORIENTATION = 0x0112
+
+
+class TaskImageError(Exception):
+    """A task's image cannot be found, fetched or read; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TaskImage:
+    """A task image, ready for a query: exactly one of ``url`` or ``data``."""
+
+    url: str | None = None
+    data: bytes | None = None
+    size: tuple[int, int] | None = None
+
+
+class _TimeoutSession(requests.Session):
+    """A session whose requests cannot hang: the SDK's downloader passes no timeout of its own."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return super().request(*args, **kwargs)
+
+
+def image_ref(task: dict[str, Any], value_key: str) -> str:
+    """The image reference in a task's data, or a ``TaskImageError`` naming the missing key."""
+    data = task.get("data") or {}
+    ref = data.get(value_key)
+    if not isinstance(ref, str) or not ref.strip():
+        raise TaskImageError(f"no image in data[{value_key!r}]")
+    return ref.strip()
+
+
+class TaskImageResolver:
+    """Resolves task image references; thread-safe (one session per call for Label Studio downloads)."""
+
+    def __init__(
+        self, label_studio_url: str | None, label_studio_api_key: str | None, timeout: float = 30.0
+    ) -> None:
+        self.label_studio_url = label_studio_url.rstrip("/") if label_studio_url else None
+        self._api_key = label_studio_api_key
+        self.timeout = timeout
+        self._probe_session = _TimeoutSession(timeout)
+
+    def __repr__(self) -> str:  # never show the Label Studio key
+        return f"TaskImageResolver(label_studio_url={self.label_studio_url!r})"
+
+    def is_hosted_by_label_studio(self, ref: str) -> bool:
+        parsed = urlparse(ref)
+        if parsed.scheme in _CLOUD_SCHEMES or ref.startswith(_HOSTED_PREFIXES):
+            return True
+        if parsed.scheme in ("http", "https") and self.label_studio_url:
+            return parsed.netloc == urlparse(self.label_studio_url).netloc
+        return False
+
+    def resolve(self, ref: str, task_id: int | None, *, need_size: bool) -> TaskImage:
+        """Download Label Studio-hosted images now; leave other URLs for the API (size probed separately)."""
+        if self.is_hosted_by_label_studio(ref):
+            data = self.download_from_label_studio(ref, task_id)
+            return TaskImage(data=data, size=_size_of(data, ref) if need_size else None)
+        scheme = urlparse(ref).scheme
+        if scheme not in ("http", "https"):
+            raise TaskImageError(f"image {ref[:200]!r} is neither an http(s) URL nor a Label Studio file")
+        return TaskImage(url=ref)
+
+    def download_from_label_studio(self, ref: str, task_id: int | None) -> bytes:
+        if not self.label_studio_url or not self._api_key:
+            raise TaskImageError(
+                f"image {ref[:200]!r} is stored in Label Studio; set LABEL_STUDIO_URL and "
+                "LABEL_STUDIO_API_KEY so the backend can download it"
+            )
+        # A throwaway cache folder: the bytes are read at once, and nothing half-written outlives the call.
+        with (
+            tempfile.TemporaryDirectory(prefix="simages-ls-") as cache_dir,
+            http_session(_TimeoutSession(self.timeout)),
+        ):
+            try:
+                path = get_local_path(
+                    ref,
+                    cache_dir=cache_dir,
+                    hostname=self.label_studio_url,
+                    access_token=self._api_key,
+                    task_id=task_id,
+                )
+                return Path(path).read_bytes()
+            except requests.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else "?"
+                raise TaskImageError(f"Label Studio answered {status} for {ref[:200]!r}") from None
+            except requests.RequestException as exc:
+                raise TaskImageError(f"cannot download {ref[:200]!r}: {type(exc).__name__}") from None
+            except (OSError, ValueError) as exc:
+                raise TaskImageError(f"cannot resolve {ref[:200]!r}: {exc}") from None
+
+    def probe_size(self, url: str) -> tuple[int, int]:
+        """The displayed pixel size of the image at ``url``, from its first bytes."""
+        parser = ImageFile.Parser()
+        read = 0
+        try:
+            with self._probe_session.get(url, stream=True) as response:
+                response.raise_for_status()
+                for chunk in response.iter_content(64 * 1024):
+                    parser.feed(chunk)
+                    read += len(chunk)
+                    if parser.image is not None:
+                        return displayed_size(parser.image)
+                    if read > MAX_PROBE_BYTES:
+                        break
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "?"
+            raise TaskImageError(f"image {url[:200]!r} answered {status}") from None
+        except requests.RequestException as exc:
+            raise TaskImageError(f"cannot fetch {url[:200]!r}: {type(exc).__name__}") from None
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's parser raises these for non-images
+            raise TaskImageError(f"{url[:200]!r} is not an image: {exc}") from None
+        raise TaskImageError(f"{url[:200]!r} is not a readable image (no size in the first {read} bytes)")
+
+
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """Width and height as Label Studio shows the image: browsers apply EXIF orientation."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # a broken EXIF block does not change what the header says
+        orientation = None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _size_of(data: bytes, ref: str) -> tuple[int, int]:
+    """The size from the header alone: no pixel is decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return displayed_size(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise TaskImageError(f"{ref[:200]!r} is not a readable image: {exc}") from None

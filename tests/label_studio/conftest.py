@@ -1,0 +1,109 @@
+"""Fixtures for the Label Studio tier: the ML backend as a real process, tasks' images on loopback."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from label_studio_backend.process import BackendProcess
+from simages_core.boxes import LabelStudioBox, from_label_studio
+
+CONFIG = """
+<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image">
+    <Label value="Person"/>
+    <Label value="Cat"/>
+    <Label value="Mug" predicted_values="cup"/>
+    <Label value="Spoon"/>
+    <Label value="Horse"/>
+  </RectangleLabels>
+  <Choices name="scene" toName="image" choice="multiple">
+    <Choice value="Cat"/>
+    <Choice value="Person"/>
+    <Choice value="Coffee" predicted_values="cup,spoon"/>
+  </Choices>
+</View>
+"""
+
+
+def backend_env(base_url: str, api_key: str, home: Path, **extra: str) -> dict[str, str]:
+    return {
+        "SIMAGES_API_URL": base_url,
+        "SIMAGES_API_KEY": api_key,
+        "SIMAGES_HOME": str(home),
+        "SIMAGES_CACHE": "0",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+def start_backend(tmp: Path, base_url: str, api_key: str, **extra: str) -> BackendProcess:
+    """A backend process; the caller stops it. Its log is ``tmp / "backend.log"``."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = backend_env(base_url, api_key, tmp / "home", **extra)
+    return BackendProcess(env, log_path=tmp / "backend.log").start()
+
+
+def coco_boxes(demo_dir: Path, file_name: str) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """(class, [x0, y0, x1, y1]) of a demo image, from its COCO annotations."""
+    coco = json.loads((demo_dir / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    (image_id,) = [im["id"] for im in coco["images"] if im["file_name"] == file_name]
+    return [
+        (
+            names[a["category_id"]],
+            (a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]),
+        )
+        for a in coco["annotations"]
+        if a["image_id"] == image_id
+    ]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def static_images(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """(base URL, folder) of a plain HTTP server on loopback: images that live outside the index."""
+    folder = tmp_path_factory.mktemp("static")
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    server.shutdown()
+
+
+def assert_boxes_close(
+    actual: dict[str, tuple[float, ...]], expected: dict[str, tuple[float, ...]], pixels=1.0
+):
+    """Same labels, and every coordinate within ``pixels``."""
+    assert actual.keys() == expected.keys(), (actual, expected)
+    for label, box in expected.items():
+        assert actual[label] == pytest.approx(box, abs=pixels), label
+
+
+def pixel_boxes(result: list[dict]) -> dict[str, tuple[float, ...]]:
+    """Label -> pixel box of the rectangle regions of a prediction result."""
+    boxes = {}
+    for region in result:
+        if region["type"] == "rectanglelabels":
+            v = region["value"]
+            ls_box = LabelStudioBox(
+                v["x"], v["y"], v["width"], v["height"], region["original_width"], region["original_height"]
+            )
+            boxes[v["rectanglelabels"][0]] = from_label_studio(ls_box)
+    return boxes
+
+
+def choices(result: list[dict]) -> list[str]:
+    return [c for r in result if r["type"] == "choices" for c in r["value"]["choices"]]
