@@ -33,3 +33,47 @@ class BackendProcess(ManagedProcess):
             startup_timeout=startup_timeout,
             name="simages-ls",
         )
+
+
+class LabelStudioProcess(ManagedProcess):
+    """Label Studio itself (installed in its own environment), with a scripted admin: tests and the demo.
+
+    The backend and the local server run on loopback, which Label Studio refuses by default:
+    ``ML_BLOCK_LOCAL_IP`` for the backend itself, SSRF protection for the webhook it registers
+    on the backend. Both are off here, as for any local stack; never on a public deployment.
+    """
+
+    def __init__(
+        self,
+        executable: str | Path,
+        data_dir: str | Path,
+        *,
+        token: str,
+        username: str = "admin@example.com",
+        password: str = "simages-local-password",
+        startup_timeout: float = 300.0,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self.data_dir = Path(data_dir)
+        env = {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_USERNAME": username,
+            "LABEL_STUDIO_PASSWORD": password,
+            "LABEL_STUDIO_USER_TOKEN": token,
+            "ML_BLOCK_LOCAL_IP": "false",
+            "SSRF_PROTECTION_ENABLED": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+        }
+        args = [str(executable), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__(
+            args,
+            health_url=self.url + "/health",
+            env=env,
+            log_path=self.data_dir / "label-studio.log",
+            startup_timeout=startup_timeout,
+            name="label-studio",
+        )

@@ -21,8 +21,8 @@ from label_studio_sdk import LabelStudio
 from PIL import Image
 
 from label_studio_backend.expand import SOURCE_TASK_KEY, expand_project
+from label_studio_backend.process import LabelStudioProcess
 from label_studio_backend.settings import BackendSettings
-from simages_core.server import ManagedProcess, free_port
 
 from .conftest import CONFIG, assert_boxes_close, backend_env, choices, coco_boxes, pixel_boxes, start_backend
 
@@ -38,7 +38,7 @@ PROJECT_LABELS = {"Person", "Cat", "Mug", "Spoon", "Horse"}  # the RectangleLabe
 class LabelStudioInstance:
     url: str
     token: str
-    log: Path
+    log: Path | None
 
     def sdk(self) -> LabelStudio:
         return LabelStudio(base_url=self.url, api_key=self.token)
@@ -53,28 +53,8 @@ class LabelStudioInstance:
 def label_studio(tmp_path_factory) -> Iterator[LabelStudioInstance]:
     if not LABEL_STUDIO_BIN.exists():
         pytest.fail(f"Label Studio is not installed at {LABEL_STUDIO_BIN}: run scripts/install.sh")
-    data_dir = tmp_path_factory.mktemp("label-studio")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LABEL_STUDIO_USERNAME": "admin@example.com",
-        "LABEL_STUDIO_PASSWORD": "simages-test-password",
-        "LABEL_STUDIO_USER_TOKEN": TOKEN,
-        # The backend and the local server are on loopback, which Label Studio refuses by default:
-        # ML_BLOCK_LOCAL_IP for the backend itself, SSRF protection for the webhook it registers.
-        "ML_BLOCK_LOCAL_IP": "false",
-        "SSRF_PROTECTION_ENABLED": "false",
-        "SENTRY_DSN": "",
-        "FRONTEND_SENTRY_DSN": "",
-    }
-    args = [str(LABEL_STUDIO_BIN), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port)]
-    log = data_dir / "label-studio.log"
-    with ManagedProcess(
-        args, health_url=url + "/health", env=env, log_path=log, startup_timeout=300, name="label-studio"
-    ):
-        yield LabelStudioInstance(url, TOKEN, log)
+    with LabelStudioProcess(LABEL_STUDIO_BIN, tmp_path_factory.mktemp("label-studio"), token=TOKEN) as ls:
+        yield LabelStudioInstance(ls.url, TOKEN, ls.log_path)
 
 
 @pytest.fixture(scope="module")

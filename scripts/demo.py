@@ -1,0 +1,213 @@
+"""The main job, end to end on this machine: the local server, the core, FiftyOne and Label Studio.
+
+1. Builds the demo collection (real photos from scikit-image, COCO boxes) and indexes it.
+2. Serves it with the local Similar Images server on loopback.
+3. Searches it through the core client by image, URL and text, with labels.
+4. FiftyOne: a dataset of three photos grows with similar images and their detections.
+5. Label Studio (started from .venv-ls): a project gets predictions from the ML backend through
+   "Retrieve predictions", then grows with similar images as pre-labelled tasks.
+
+Run: .venv/bin/python scripts/demo.py [--out .demo] [--skip-fiftyone] [--skip-label-studio]
+Nothing leaves the machine. Afterwards the FiftyOne dataset "simages-demo" stays, for
+``fiftyone app launch simages-demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from simages_core import SimilarImagesClient
+from simages_core.server import ServerProcess
+from simages_core.server.demo import build_demo_collection
+from simages_core.server.index import ImageIndex, build_index
+
+REPO = Path(__file__).resolve().parents[1]
+API_KEY = "demo-key"
+LS_TOKEN = "simages0demo0token00000000000000000000000"
+LS_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image">
+    <Label value="Person"/><Label value="Cat"/><Label value="Horse"/>
+    <Label value="Mug" predicted_values="cup"/><Label value="Spoon"/>
+  </RectangleLabels>
+  <Choices name="scene" toName="image" choice="multiple">
+    <Choice value="Cat"/><Choice value="Person"/><Choice value="Coffee" predicted_values="cup,spoon"/>
+  </Choices>
+</View>"""
+
+
+def step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def print_result(result) -> None:
+    for image in result.images:
+        labels = ", ".join(f"{d.name} {d.score:.2f}" for d in image.detections or ()) or "no objects"
+        print(f"  {image.score:.3f}  {image.url}  [{labels}]")
+
+
+def build(out: Path) -> tuple[Path, Path]:
+    images = out / "images"
+    index = out / "index"
+    if not (index / "index.json").exists():
+        build_demo_collection(out)
+        build_index(images, index, coco=out / "annotations.json", progress=True)
+    return images, index
+
+
+def core_searches(client: SimilarImagesClient, server: ServerProcess, images: Path, index: Path) -> None:
+    step("Core client: search by image, URL and text, with COCO-YOLOv7 labels")
+    print("image coffee_cropped.jpg, 3 similar:")
+    print_result(client.search(image=images / "coffee_cropped.jpg", num_similar=3, labels=True))
+    horse = next(r for r in ImageIndex.load(index).records if r.file == "horse.jpg")
+    print(f"url {server.url}/images/{horse.id} (horse.jpg), 3 similar:")
+    print_result(client.search(url=f"{server.url}/images/{horse.id}", num_similar=3, labels=True))
+    print('text "a cat", 3 similar:')
+    print_result(client.search(text="a cat", num_similar=3, labels=True))
+
+
+def fiftyone_job(server: ServerProcess, images: Path, out: Path) -> None:
+    step("FiftyOne: import similar images with their labels")
+    import fiftyone as fo
+
+    from fiftyone_plugin import find_similar, import_similar
+
+    name = "simages-demo"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    dataset = fo.Dataset(name, persistent=True)
+    dataset.add_samples(
+        [fo.Sample(filepath=str(images / f)) for f in ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")]
+    )
+    with _client(server) as client:
+        found = find_similar(dataset, text="horse", num_similar=3, labels=True, client=client)
+    print(
+        f'find_similar(text="horse"): {len(found.images)} images, the dataset is unchanged ({len(dataset)} samples)'
+    )
+    originals = dataset.values("id")
+    media = str(out / "fiftyone-media")
+    with _client(server) as client:
+        result = import_similar(dataset, sample_ids=originals, num_similar=4, media_dir=media, client=client)
+        print(
+            f"import_similar(3 samples, 4 each): {result.imported} imported, {result.skipped_duplicates} "
+            f"duplicates skipped, {result.failed_downloads} failed; tag {result.tag}"
+        )
+        counts = dataset.count_values("detections.detections.label")
+        print(f"dataset {name}: {len(dataset)} samples, detections {dict(sorted(counts.items()))}")
+        again = import_similar(dataset, sample_ids=originals, num_similar=4, media_dir=media, client=client)
+        print(
+            f"the same import again: {again.imported} imported, {again.skipped_duplicates} skipped as duplicates"
+        )
+    print(f"explore it: .venv/bin/fiftyone app launch {name}")
+
+
+def _client(server: ServerProcess) -> SimilarImagesClient:
+    return SimilarImagesClient(API_KEY, base_url=server.url, cache=False, usage=None)
+
+
+def label_studio_job(server: ServerProcess, index: Path, out: Path) -> None:
+    step("Label Studio: predictions from the ML backend, then growing the project")
+    from label_studio_sdk import LabelStudio
+
+    from label_studio_backend.expand import expand_project
+    from label_studio_backend.process import BackendProcess, LabelStudioProcess
+    from label_studio_backend.settings import BackendSettings
+
+    executable = REPO / ".venv-ls" / "bin" / "label-studio"
+    if not executable.exists():
+        print(f"  skipped: Label Studio is not installed at {executable} (run scripts/install.sh)")
+        return
+    records = {r.file: r for r in ImageIndex.load(index).records}
+    files_by_url = {f"{server.url}/images/{r.id}": r.file for r in records.values()}
+    files = [
+        "astronaut_resized.jpg",
+        "coffee_cropped.jpg",
+        "chelsea_warmer.jpg",
+        "horse_flipped.jpg",
+        "brick.jpg",
+    ]
+    backend_env = {
+        "SIMAGES_API_URL": server.url,
+        "SIMAGES_API_KEY": API_KEY,
+        "SIMAGES_HOME": str(out / "simages-home"),
+        "LOG_LEVEL": "WARNING",
+    }
+    started = time.monotonic()
+    with LabelStudioProcess(executable, out / "label-studio", token=LS_TOKEN) as studio:
+        print(f"  Label Studio up at {studio.url} in {time.monotonic() - started:.0f} s")
+        env = {**backend_env, "LABEL_STUDIO_URL": studio.url, "LABEL_STUDIO_API_KEY": LS_TOKEN}
+        with BackendProcess(env, log_path=out / "backend.log") as backend:
+            ls = LabelStudio(base_url=studio.url, api_key=LS_TOKEN)
+            project = ls.projects.create(
+                title=f"Similar Images demo {time.strftime('%H:%M:%S')}", label_config=LS_CONFIG
+            )
+            tasks = [{"data": {"image": f"{server.url}/images/{records[f].id}"}} for f in files]
+            ls.projects.import_tasks(id=project.id, request=tasks)
+            ml = ls.ml.create(url=backend.url, project=project.id, title="Similar Images")
+            print(f"  backend {backend.url}: {ml.readable_state}, model_version {ml.model_version}")
+            response = requests.post(
+                f"{studio.url}/api/dm/actions",
+                params={"id": "retrieve_tasks_predictions", "project": project.id},
+                json={"selectedItems": {"all": True, "excluded": []}},
+                headers={"Authorization": f"Token {LS_TOKEN}"},
+                timeout=120,
+            )
+            response.raise_for_status()
+            print(f"  Retrieve predictions: {response.json()['detail']}")
+            for task in ls.tasks.list(project=project.id):
+                for prediction in ls.predictions.list(task=task.id):
+                    boxes = [
+                        r["value"]["rectanglelabels"][0]
+                        for r in prediction.result
+                        if r["type"] == "rectanglelabels"
+                    ]
+                    chosen = [
+                        c for r in prediction.result if r["type"] == "choices" for c in r["value"]["choices"]
+                    ]
+                    name = files_by_url.get(task.data["image"], task.data["image"])
+                    print(
+                        f"  task {task.id} {name}: boxes {boxes}, choices {chosen}, score {prediction.score}"
+                    )
+            settings = BackendSettings(**env)  # type: ignore[arg-type]
+            report = expand_project(project.id, per_task=2, settings=settings)
+            print(
+                f"  expand: {report.added} new pre-labelled tasks, {report.skipped_existing} already present"
+            )
+            again = expand_project(project.id, per_task=2, settings=settings)
+            print(f"  expand again: {again.added} new tasks (no duplicates)")
+    print("  for an interactive stack: docker compose up (see label_studio_backend/README.md)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / ".demo")
+    parser.add_argument("--skip-fiftyone", action="store_true")
+    parser.add_argument("--skip-label-studio", action="store_true")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SIMAGES_HOME", str(out / "simages-home"))
+
+    step(f"Demo collection in {out}")
+    images, index = build(out)
+    print(f"  {len(ImageIndex.load(index).records)} images indexed")
+    with ServerProcess(index, api_keys=(API_KEY,), state=out, log_path=out / "server.log") as server:
+        print(f"  local server at {server.url} (log: {out / 'server.log'})")
+        with _client(server) as client:
+            core_searches(client, server, images, index)
+        if not args.skip_fiftyone:
+            fiftyone_job(server, images, out)
+        if not args.skip_label_studio:
+            label_studio_job(server, index, out)
+    step("Done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

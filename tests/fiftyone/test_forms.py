@@ -1,0 +1,63 @@
+"""The forms as the App receives them (``resolve_type``): sources, defaults and inline errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fiftyone.operators.executor import resolve_type
+from fiftyone.operators.registry import OperatorRegistry
+from fo_helpers import FIND_URI, IMPORT_URI
+
+pytestmark = pytest.mark.integration
+
+
+def form(uri: str, dataset, params: dict, **ctx) -> dict:
+    prop = asyncio.run(
+        resolve_type(OperatorRegistry(), uri, {"dataset_name": dataset.name, "params": params, **ctx})
+    )
+    return prop.to_json()["type"]["properties"]
+
+
+def test_selection_is_the_default_source_and_every_source_is_offered(api_env, make_dataset):
+    dataset = make_dataset("chelsea.jpg", "horse.jpg")
+    props = form(FIND_URI, dataset, {}, selected=dataset.values("id"))
+    assert props["source"]["default"] == "selected"
+    assert props["source"]["type"]["values"] == ["selected", "current_sample", "url", "text", "upload"]
+    assert props["source"]["view"]["choices"][0]["label"] == "Selected samples (2)"
+    assert props["num_similar"]["default"] == 10 and props["labels"]["default"] is False
+    assert not any(p.get("invalid") for p in props.values())
+    assert "import_results" in props
+
+    modal = form(IMPORT_URI, dataset, {}, current_sample=dataset.first().id)
+    assert modal["source"]["default"] == "current_sample" and modal["labels"]["default"] is True
+    assert {"label_field", "classes", "min_confidence", "target", "media_dir", "delegate"} <= set(modal)
+    assert "new_dataset_name" not in modal
+    assert "new_dataset_name" in form(
+        IMPORT_URI, dataset, {"target": "new"}, current_sample=dataset.first().id
+    )
+
+
+def test_inline_errors_point_at_the_input(api_env, make_dataset):
+    dataset = make_dataset("chelsea.jpg")
+    props = form(IMPORT_URI, dataset, {"source": "text", "text": " "})
+    assert props["text"]["invalid"] and "enter a text prompt" in props["text"]["error_message"]
+    props = form(FIND_URI, dataset, {"source": "url", "url": "example.com/cat.jpg"})
+    assert props["url"]["invalid"] and "not an http(s) image URL" in props["url"]["error_message"]
+    props = form(FIND_URI, dataset, {"source": "text", "text": "cat", "num_similar": 80})
+    assert props["num_similar"]["invalid"] and "1 to 50" in props["num_similar"]["error_message"]
+    props = form(IMPORT_URI, dataset, {"source": "text", "text": "cat", "label_field": "simages_id"})
+    assert props["label_field"]["invalid"] and "reserved" in props["label_field"]["error_message"]
+    props = form(FIND_URI, dataset, {"source": "selected"})
+    assert props["error"]["invalid"] and "select one or more samples" in props["error"]["error_message"]
+
+
+def test_missing_key_banner_says_how_to_set_it(api_env, make_dataset, monkeypatch, tmp_path):
+    monkeypatch.delenv("SIMAGES_API_KEY")
+    monkeypatch.delenv("TERNAUS_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    dataset = make_dataset("chelsea.jpg")
+    props = form(FIND_URI, dataset, {"source": "text", "text": "cat"})
+    banner = props["error"]
+    assert banner["invalid"] and banner["view"]["name"] == "Error"
+    assert "SIMAGES_API_KEY" in banner["error_message"] and "export" in banner["error_message"]

@@ -1,0 +1,184 @@
+"""Downloads that fail part-way: counted and reported, and no file or sample left behind.
+
+A loopback proxy in front of the local server forwards searches (so the answers' image URLs
+point at the proxy) and breaks some image downloads: a 404, an HTML page, and a body cut short.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import fiftyone as fo
+import pytest
+import requests
+from fo_helpers import IMPORT_URI
+
+import fiftyone_plugin
+from fiftyone_plugin import DownloadPolicy
+
+pytestmark = pytest.mark.integration
+
+
+class BreakingProxy:
+    def __init__(self, upstream: str, broken: dict[str, str]) -> None:
+        self.upstream = upstream
+        self.broken = broken  # image id -> "404" | "html" | "truncated"
+        self.image_requests: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() in ("content-type", "x-api-key")
+                }
+                headers["Host"] = self.headers["Host"]  # answers name the proxy as the image host
+                upstream = requests.post(proxy.upstream + "/", data=body, headers=headers, timeout=30)
+                self._send(upstream.status_code, upstream.headers.get("content-type", ""), upstream.content)
+
+            def do_GET(self) -> None:
+                image_id = self.path.rsplit("/", 1)[-1].split(".")[0]
+                proxy.image_requests.append(image_id)
+                mode = proxy.broken.get(image_id) if self.path.startswith("/images/") else None
+                if mode == "404":
+                    return self._send(404, "text/plain", b"gone")
+                if mode == "html":
+                    return self._send(200, "text/html", b"<html>login first</html>")
+                upstream = requests.get(proxy.upstream + self.path, timeout=30)
+                data = upstream.content
+                if mode == "truncated":
+                    data = data[:200]  # a JPEG cut short: declared as an image, not decodable
+                self._send(upstream.status_code, upstream.headers.get("content-type", ""), data)
+
+            def _send(self, status: int, content_type: str, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy_factory(api_env) -> Iterator:
+    proxies: list[BreakingProxy] = []
+
+    def make(broken: dict[str, str]) -> BreakingProxy:
+        proxy = BreakingProxy(api_env.base_url, broken)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def test_failed_downloads_are_counted_and_leave_nothing_behind(
+    api_env, make_dataset, proxy_factory, tmp_path
+):
+    from simages_core import SimilarImagesClient
+
+    dataset = make_dataset("chelsea.jpg")
+    with SimilarImagesClient(api_key=api_env.api_key, base_url=api_env.base_url, cache=False) as client:
+        ids = [i.id for i in client.search(text="cat", num_similar=6).images]
+    broken = {ids[1]: "404", ids[3]: "html", ids[4]: "truncated"}
+    proxy = proxy_factory(broken)
+    media = tmp_path / "media"
+    policy = DownloadPolicy(attempts=2, backoff=0.01)
+    result = fiftyone_plugin.import_similar(
+        dataset, text="cat", num_similar=6, media_dir=str(media), api_url=proxy.url, policy=policy
+    )
+    assert (result.found, result.imported, result.failed_downloads) == (6, 3, 3)
+    reasons = {f.simages_id: f.reason for f in result.failed}
+    assert reasons[ids[1]] == "HTTP 404"
+    assert reasons[ids[3]].startswith("not an image (content-type 'text/html')")
+    assert reasons[ids[4]].startswith("not a decodable image")
+    assert proxy.image_requests.count(ids[1]) == 1  # a 404 is final, not retried
+
+    imported = dataset.match_tags(result.tag)
+    assert sorted(imported.values("simages_id")) == sorted(set(ids) - set(broken))
+    on_disk = sorted(os.listdir(media))
+    assert on_disk == sorted(os.path.basename(p) for p in imported.values("filepath"))  # no temp files either
+    assert all(os.path.isfile(p) for p in imported.values("filepath"))
+
+    # once the images are back, a re-run imports exactly the three that failed
+    proxy.broken.clear()
+    again = fiftyone_plugin.import_similar(
+        dataset, text="cat", num_similar=6, media_dir=str(media), api_url=proxy.url, policy=policy
+    )
+    assert (again.imported, again.skipped_duplicates, again.failed_downloads) == (3, 3, 0)
+    assert len(dataset) == 1 + 6 and len(os.listdir(media)) == 6
+
+
+def test_operator_reports_failures_in_its_run_record(
+    api_env, make_dataset, proxy_factory, tmp_path, monkeypatch
+):
+    from simages_core import SimilarImagesClient
+
+    dataset = make_dataset("horse.jpg")
+    with SimilarImagesClient(api_key=api_env.api_key, base_url=api_env.base_url, cache=False) as client:
+        ids = [i.id for i in client.search(text="horse", num_similar=3).images]
+    proxy = proxy_factory({ids[0]: "404"})
+    monkeypatch.setenv("SIMAGES_API_URL", proxy.url)
+    fo_ctx = {
+        "dataset": dataset.name,
+        "params": {"source": "text", "text": "horse", "num_similar": 3, "media_dir": str(tmp_path)},
+    }
+    import fiftyone.operators as foo
+
+    foo.execute_operator(IMPORT_URI, ctx=fo_ctx)
+    dataset.reload()
+    key = next(k for k in dataset.list_runs() if k.startswith("simages_"))
+    counts = dataset.load_run_results(key).serialize()
+    assert counts["imported"] == 2 and counts["failed_downloads"] == 1
+    assert counts["failures"] == [f"{ids[0]} ({proxy.url}/images/{ids[0]}): HTTP 404"]
+    assert dataset.get_run_info(key).config.text == "horse"
+    assert len(fo.load_dataset(dataset.name)) == 3
+
+
+def test_failure_while_adding_samples_removes_the_downloaded_files(api_env, make_dataset, tmp_path):
+    dataset = make_dataset("chelsea.jpg")
+    sample = dataset.first()
+    sample["found"] = "not detections"
+    sample.save()  # `found` is now a string field, so Detections cannot be stored in it
+    media = tmp_path / "media"
+    with pytest.raises(Exception, match="found"):
+        fiftyone_plugin.import_similar(
+            dataset, text="cat", num_similar=3, media_dir=str(media), label_field="found"
+        )
+    assert len(dataset) == 1
+    assert os.listdir(media) == []
+
+
+def test_a_cancelled_import_leaves_no_file_and_no_sample(api_env, make_dataset, tmp_path):
+    from fiftyone_plugin._runs import Progress, build_import_options, build_params, iter_import, make_client
+
+    dataset = make_dataset("chelsea.jpg")
+    media = tmp_path / "media"
+    params = build_params(text="cat", num_similar=6, labels=True)
+    options = build_import_options(media_dir=str(media))
+    with make_client() as client:
+        run = iter_import(client, dataset, params, options)
+        for event in run:
+            if isinstance(event, Progress) and event.label.startswith("Downloaded"):
+                break  # the user cancels after the first file arrived
+        run.close()
+    assert len(dataset) == 1
+    assert os.listdir(media) == []

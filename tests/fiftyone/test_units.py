@@ -1,0 +1,208 @@
+"""Unit tests of the plugin's pure modules: merging, validation, labels, downloads (no database)."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PIL import Image
+
+from fiftyone_plugin._downloads import DownloadJob, DownloadPolicy, iter_downloads, safe_stem
+from fiftyone_plugin._results import (
+    ClassFilter,
+    ParamError,
+    QueryLabel,
+    check_classes,
+    check_field_name,
+    check_num_similar,
+    check_url,
+    class_summary,
+    decode_upload,
+    merge_results,
+    run_key,
+    run_tag,
+)
+from fiftyone_plugin._runs import build_params
+from fiftyone_plugin._samples import to_detections
+from simages_core import Detection, SearchResult, SimilarImage
+
+
+def img(i: str, score: float, url: str | None = None, dets=None, w=None, h=None) -> SimilarImage:
+    return SimilarImage(url or f"http://x/images/{i}", score, f"http://x/t/{i}.webp", i, dets, w, h)
+
+
+def test_merge_keeps_best_score_counts_hits_and_ranks():
+    a, b = QueryLabel("sample", "a"), QueryLabel("sample", "b")
+    merged = merge_results(
+        [
+            (a, SearchResult((img("1", 0.9), img("2", 0.5), img("3", 0.4)))),
+            (b, SearchResult((img("2", 0.95), img("4", 0.4), img("3", 0.3)))),
+        ]
+    )
+    assert [(m.image.id, m.rank, m.hits, str(m.query)) for m in merged] == [
+        ("2", 1, 2, "sample:b"),
+        ("1", 2, 1, "sample:a"),
+        ("3", 3, 2, "sample:a"),  # tie at 0.4 with "4": found twice wins
+        ("4", 4, 1, "sample:b"),
+    ]
+
+
+def test_merge_drops_a_second_id_for_the_same_source_url():
+    merged = merge_results(
+        [(QueryLabel("text", "t"), SearchResult((img("1", 0.9, "http://s/a"), img("2", 0.8, "http://s/a"))))]
+    )
+    assert [m.image.id for m in merged] == ["1"]
+
+
+@pytest.mark.parametrize("value", [0, 51, -1, 2.5, "10", None, True, float("nan")])
+def test_num_similar_out_of_range(value):
+    with pytest.raises(ParamError) as info:
+        check_num_similar(value)
+    assert info.value.field == "num_similar"
+
+
+@pytest.mark.parametrize("value", [1, 50, 10.0])
+def test_num_similar_in_range(value):
+    assert check_num_similar(value) == int(value)
+
+
+@pytest.mark.parametrize(
+    "url", ["", "   ", "example.com/a.jpg", "ftp://h/a.jpg", "http://", "http://a b/c.jpg", None]
+)
+def test_bad_urls(url):
+    with pytest.raises(ParamError):
+        check_url(url)
+
+
+def test_good_url_is_stripped():
+    assert check_url("  https://example.com/a.jpg?x=1 ") == "https://example.com/a.jpg?x=1"
+
+
+def test_decode_upload_accepts_plain_and_data_url_base64():
+    assert decode_upload("aGVsbG8=") == b"hello"
+    assert decode_upload("data:image/png;base64,aGVsbG8=") == b"hello"
+    with pytest.raises(ParamError):
+        decode_upload("")
+
+
+def test_field_names_and_classes():
+    assert check_field_name(" ground_truth2 ") == "ground_truth2"
+    for bad in ("", "a.b", "_x", "simages_id", "filepath", "a-b"):
+        with pytest.raises(ParamError):
+            check_field_name(bad)
+    assert check_classes(["cat", " dog ", ""]) == frozenset({"cat", "dog"})
+    assert check_classes("cat, dog") == frozenset({"cat", "dog"})
+    assert check_classes([]) is None
+
+
+def test_build_params_needs_exactly_one_source():
+    with pytest.raises(ParamError, match="exactly one"):
+        build_params(text="cat", url="http://x/a.jpg")
+    with pytest.raises(ParamError, match="exactly one"):
+        build_params()
+    assert build_params(sample_ids="abc").sample_ids == ("abc",)
+    with pytest.raises(ParamError, match="select one or more"):
+        build_params(source="selected", sample_ids=[])
+
+
+def test_run_tag_and_key():
+    now = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=timezone.utc)
+    assert run_tag(now) == "simages-20260102T030405.678Z"
+    assert run_key(run_tag(now)) == "simages_20260102T030405_678Z"
+
+
+def test_to_detections_relative_boxes_filter_and_rescale():
+    dets = (
+        Detection("cat", 0.9, (0, 0, 410, 300), 15),
+        Detection("dog", 0.3, (10, 10, 20, 20), 16),
+        Detection("cat", 0.8, (500, 500, 600, 600), 15),  # outside: dropped
+    )
+    image = img("1", 0.9, dets=dets, w=451, h=300)
+    labels = to_detections(image, 451, 300)
+    assert [d.label for d in labels.detections] == ["cat", "dog"]
+    assert labels.detections[0].bounding_box == pytest.approx([0, 0, 410 / 451, 1.0], abs=1e-6)
+    assert labels.detections[0].confidence == 0.9 and labels.detections[0].category_id == 15
+    kept = to_detections(image, 451, 300, ClassFilter(frozenset({"cat", "dog"}), 0.5))
+    assert [d.label for d in kept.detections] == ["cat"]
+    half = to_detections(image, 225, 150)  # a file at half the reported size: same relative box
+    assert half.detections[0].bounding_box == pytest.approx([0, 0, 410 / 451, 1.0], abs=1e-2)
+    assert class_summary(image) == "cat 0.90, dog 0.30, cat 0.80"
+
+
+def test_safe_stem():
+    assert safe_stem("ab/../c d") == "ab____c_d"
+    assert safe_stem("") == "image"
+
+
+@pytest.fixture
+def file_server():
+    png = io.BytesIO()
+    Image.new("RGB", (7, 5), "red").save(png, format="PNG")
+    routes = {
+        "/ok.png": (200, "image/png", png.getvalue()),
+        "/big.png": (200, "image/png", png.getvalue() * 10),
+        "/text": (200, "text/plain", b"hello"),
+        "/flaky": (503, "text/plain", b"busy"),
+        "/slow.png": (200, "image/png", png.getvalue()),
+    }
+    hits: dict[str, int] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits[self.path] = hits.get(self.path, 0) + 1
+            if self.path == "/slow.png":
+                time.sleep(0.5)
+            status, ctype, body = routes.get(self.path, (404, "text/plain", b"no"))
+            if self.path == "/flaky" and hits[self.path] >= 2:
+                status, ctype, body = routes["/ok.png"]
+            self.send_response(status)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", hits, len(png.getvalue())
+    server.shutdown()
+    server.server_close()
+
+
+def test_downloads_check_type_size_and_retry(file_server, tmp_path):
+    base, hits, png_size = file_server
+    jobs = [
+        DownloadJob("ok", f"{base}/ok.png"),
+        DownloadJob("big", f"{base}/big.png"),
+        DownloadJob("text", f"{base}/text"),
+        DownloadJob("missing", f"{base}/missing"),
+        DownloadJob("flaky", f"{base}/flaky"),
+        DownloadJob("refused", "http://127.0.0.1:9/nothing.png"),
+    ]
+    policy = DownloadPolicy(attempts=2, backoff=0.01, max_bytes=png_size * 2, connect_timeout=1)
+    out = {o.job.key: o for o in iter_downloads(jobs, tmp_path, policy)}
+    assert out["ok"].ok and (out["ok"].width, out["ok"].height) == (7, 5)
+    assert out["ok"].path == tmp_path / "ok.png"
+    assert out["flaky"].ok and hits["/flaky"] == 2  # 503 retried
+    assert out["big"].error.startswith("too large")
+    assert out["text"].error == "not an image (content-type 'text/plain')"
+    assert out["missing"].error == "HTTP 404" and hits["/missing"] == 1
+    assert out["refused"].error.startswith("connection failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flaky.png", "ok.png"]
+
+
+def test_stopping_early_removes_files_the_caller_never_saw(file_server, tmp_path):
+    base, hits, _ = file_server
+    jobs = [DownloadJob("ok", f"{base}/ok.png"), DownloadJob("slow", f"{base}/slow.png")]
+    downloads = iter_downloads(jobs, tmp_path, DownloadPolicy())
+    first = next(downloads)
+    assert first.job.key == "ok" and first.path.is_file()
+    downloads.close()  # while "slow" is still downloading
+    assert hits["/slow.png"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png"]  # the caller's file stays, no orphan
