@@ -105,16 +105,6 @@ def _size_or_error(future: Future[tuple[int, int]]) -> tuple[tuple[int, int] | N
         return None, exc
 
 
-def _probe_or_error(
-    resolver: TaskImageResolver, job: _Job
-) -> tuple[tuple[int, int] | None, TaskImageError | None]:
-    assert job.image is not None and job.image.url is not None
-    try:
-        return resolver.probe_size(job.image.url), None
-    except TaskImageError as exc:
-        return None, exc
-
-
 def _own_size(job: _Job) -> tuple[int, int] | None:
     if job.result is None or job.image is None or job.image.url is None:
         return None
@@ -183,10 +173,13 @@ class SimilarImagesBackend(LabelStudioMLBase):
                 job.result, job.error = item.result, item.error
             # 3. Sizes still unknown are probed now, concurrently.
             unsized = [job for job in jobs if self._settle_size(job)]
-            for job, size in zip(
-                unsized, pool.map(_probe_or_error, [ctx.resolver] * len(unsized), unsized), strict=True
-            ):
-                job.size, job.error = size
+            probes = [
+                pool.submit(ctx.resolver.probe_size, job.image.url)
+                for job in unsized
+                if job.image and job.image.url
+            ]
+            for job, probe in zip(unsized, probes, strict=True):
+                job.size, job.error = _size_or_error(probe)
         self._raise_account_error(jobs)
 
     def _prepare(self, job: _Job, pool: ThreadPoolExecutor) -> tuple[TaskImage | None, Exception | None]:

@@ -7,7 +7,7 @@ The plugins folder holds a symlink to ``fiftyone_plugin/``, which is how a user 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fo_helpers
@@ -37,27 +37,8 @@ def api_env(local_api, monkeypatch, tmp_path) -> object:
 
 
 @pytest.fixture
-def make_dataset(local_api) -> Iterator:
-    """``make_dataset(*file_names)``: a throwaway dataset over demo images, deleted afterwards."""
-    created: list[str] = []
-
-    def make(*file_names: str, name: str | None = None) -> fo.Dataset:
-        dataset = fo.Dataset(name or unique_name())
-        created.append(dataset.name)
-        dataset.add_samples([fo.Sample(filepath=str(local_api.images_dir / f)) for f in file_names])
-        return dataset
-
-    try:
-        yield make
-    finally:
-        for name in created:
-            if fo.dataset_exists(name):
-                fo.delete_dataset(name)
-
-
-@pytest.fixture
 def cleanup_datasets() -> Iterator[list[str]]:
-    """Names appended here are deleted after the test (datasets the plugin created)."""
+    """Names appended here are deleted after the test (datasets the test or the plugin created)."""
     names: list[str] = []
     try:
         yield names
@@ -65,3 +46,16 @@ def cleanup_datasets() -> Iterator[list[str]]:
         for name in names:
             if fo.dataset_exists(name):
                 fo.delete_dataset(name)
+
+
+@pytest.fixture
+def make_dataset(local_api, cleanup_datasets) -> Callable[..., fo.Dataset]:
+    """``make_dataset(*file_names)``: a throwaway dataset over demo images, deleted afterwards."""
+
+    def make(*file_names: str, name: str | None = None) -> fo.Dataset:
+        dataset = fo.Dataset(name or unique_name())
+        cleanup_datasets.append(dataset.name)
+        dataset.add_samples([fo.Sample(filepath=str(local_api.images_dir / f)) for f in file_names])
+        return dataset
+
+    return make
