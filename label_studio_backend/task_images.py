@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import jwt
 import requests
 from label_studio_sdk._extensions.label_studio_tools.core.utils.io import get_local_path, http_session
 from PIL import Image, ImageFile
@@ -56,6 +59,63 @@ class _TimeoutSession(requests.Session):
         return super().request(*args, **kwargs)
 
 
+class LabelStudioToken:
+    """The credential for downloads from Label Studio.
+
+    A legacy token is used as it is. A personal access token is a JWT *refresh* token, which
+    Label Studio refuses as a bearer token: it is exchanged at ``/api/token/refresh/`` for an
+    access token (valid for minutes), renewed shortly before it expires. Thread-safe.
+    """
+
+    _RENEW_BEFORE = 30.0  # seconds: a download started just before expiry still gets through
+
+    def __init__(self, label_studio_url: str, key: str, timeout: float = 30.0) -> None:
+        self._url = label_studio_url.rstrip("/")
+        self._key = key
+        self._timeout = timeout
+        self._is_refresh_token = _jwt_claims(key).get("token_type") == "refresh"
+        self._access: str | None = None
+        self._expires_at = 0.0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show the token
+        return f"LabelStudioToken(url={self._url!r}, personal_access_token={self._is_refresh_token})"
+
+    def current(self) -> str:
+        if not self._is_refresh_token:
+            return self._key
+        with self._lock:
+            if self._access is None or self._expires_at - time.time() < self._RENEW_BEFORE:
+                self._access, self._expires_at = self._refresh()
+            return self._access
+
+    def _refresh(self) -> tuple[str, float]:
+        try:
+            response = requests.post(
+                f"{self._url}/api/token/refresh/", json={"refresh": self._key}, timeout=self._timeout
+            )
+        except requests.RequestException as exc:
+            raise TaskImageError(
+                f"cannot reach Label Studio to refresh the token: {type(exc).__name__}"
+            ) from None
+        access = response.json().get("access") if response.status_code == 200 else None
+        if not isinstance(access, str):
+            raise TaskImageError(
+                f"Label Studio refused the personal access token in LABEL_STUDIO_API_KEY ({response.status_code}); "
+                "create a new one under Account & Settings"
+            )
+        return access, float(_jwt_claims(access).get("exp", time.time() + 60))
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified (only Label Studio verifies them); ``{}`` for a legacy token."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
 def image_ref(task: dict[str, Any], value_key: str) -> str:
     """The image reference in a task's data, or a ``TaskImageError`` naming the missing key."""
     data = task.get("data") or {}
@@ -72,7 +132,11 @@ class TaskImageResolver:
         self, label_studio_url: str | None, label_studio_api_key: str | None, timeout: float = 30.0
     ) -> None:
         self.label_studio_url = label_studio_url.rstrip("/") if label_studio_url else None
-        self._api_key = label_studio_api_key
+        self._token = (
+            LabelStudioToken(self.label_studio_url, label_studio_api_key, timeout)
+            if self.label_studio_url and label_studio_api_key
+            else None
+        )
         self.timeout = timeout
         self._probe_session = _TimeoutSession(timeout)
 
@@ -98,7 +162,7 @@ class TaskImageResolver:
         return TaskImage(url=ref)
 
     def download_from_label_studio(self, ref: str, task_id: int | None) -> bytes:
-        if not self.label_studio_url or not self._api_key:
+        if self._token is None:
             raise TaskImageError(
                 f"image {ref[:200]!r} is stored in Label Studio; set LABEL_STUDIO_URL and "
                 "LABEL_STUDIO_API_KEY so the backend can download it"
@@ -113,7 +177,7 @@ class TaskImageResolver:
                     ref,
                     cache_dir=cache_dir,
                     hostname=self.label_studio_url,
-                    access_token=self._api_key,
+                    access_token=self._token.current(),
                     task_id=task_id,
                 )
                 return Path(path).read_bytes()

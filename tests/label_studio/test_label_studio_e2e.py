@@ -218,3 +218,42 @@ def test_expand_refuses_bad_input_with_clear_errors(project, label_studio, local
     no_project = run("--project", "424242")
     assert no_project.returncode == 1 and "Label Studio answered 404" in no_project.stderr
     assert "Traceback" not in missing.stderr + no_project.stderr
+
+
+def test_uploaded_images_download_with_a_personal_access_token(project, label_studio, local_api, tmp_path):
+    """A personal access token is a JWT refresh token: the backend exchanges it for access tokens."""
+    created = label_studio.post("/api/token/")
+    assert created.status_code == 201, created.text
+    pat = created.json()["token"]
+    (upload_ref,) = [ref for ref in project["tasks"] if ref.startswith("/data/upload/")]
+    task = {"id": project["tasks"][upload_ref], "data": {"image": upload_ref}}
+    forged = pat[: pat.rindex(".") + 1] + "bm90LXRoZS1zaWduYXR1cmU"  # same claims, wrong signature
+
+    def predict_with(key: str, where: Path) -> dict:
+        backend = start_backend(
+            where,
+            local_api.base_url,
+            local_api.api_key,
+            LABEL_STUDIO_URL=label_studio.url,
+            LABEL_STUDIO_API_KEY=key,
+        )
+        try:
+            response = requests.post(
+                f"{backend.url}/predict", json={"tasks": [task], "label_config": CONFIG}, timeout=60
+            )
+            assert response.status_code == 200, response.text
+            (result,) = response.json()["results"]
+            return result
+        finally:
+            backend.stop()
+
+    ok = predict_with(pat, tmp_path / "pat")
+    expected = {
+        name.title(): tuple(v * 0.5 for v in box) for name, box in coco_boxes(local_api.demo_dir, "horse.jpg")
+    }
+    assert_boxes_close(pixel_boxes(ok["result"]), expected)
+
+    refused = predict_with(forged, tmp_path / "forged")
+    assert "result" not in refused and "refused the personal access token" in refused["error"]
+    log = (tmp_path / "forged" / "backend.log").read_text() + (tmp_path / "pat" / "backend.log").read_text()
+    assert pat not in log and forged not in log
