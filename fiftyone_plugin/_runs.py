@@ -292,16 +292,18 @@ def existing_keys(dataset: fo.Dataset) -> tuple[set[str], set[str]]:
     return ids, urls
 
 
-def target_dataset(collection: foc.SampleCollection, options: ImportOptions) -> tuple[fo.Dataset, bool]:
-    """The dataset to add to: the collection's own, or the named one (created when new)."""
+def existing_target(collection: foc.SampleCollection, options: ImportOptions) -> fo.Dataset | None:
+    """The dataset to add to, if it exists yet: the collection's own, or the named one."""
     if not options.new_dataset_name:
-        return collection._dataset, False
+        return collection._dataset
     name = options.new_dataset_name
-    if fo.dataset_exists(name):
-        return fo.load_dataset(name), False
+    return fo.load_dataset(name) if fo.dataset_exists(name) else None
+
+
+def create_target(name: str) -> fo.Dataset:
     dataset = fo.Dataset(name)
     dataset.persistent = True
-    return dataset, True
+    return dataset
 
 
 def iter_import(
@@ -318,12 +320,16 @@ def iter_import(
     found = run_search(client, planned)
     now = now or datetime.now(timezone.utc)
     tag = run_tag(now)
-    dataset, created = target_dataset(collection, options)
-    media_dir = options.media_dir or default_media_dir(collection, dataset.name)
-    known_ids, known_urls = existing_keys(dataset)
+    # A new dataset is created only when there is something to put in it: a run that imports
+    # nothing (all duplicates, all downloads failed) leaves no empty dataset behind.
+    dataset = existing_target(collection, options)
+    target_name = dataset.name if dataset is not None else str(options.new_dataset_name)
+    created = False
+    media_dir = options.media_dir or default_media_dir(collection, target_name)
+    known_ids, known_urls = existing_keys(dataset) if dataset is not None else (set(), set())
     todo = [r for r in found.images if r.image.id not in known_ids and r.image.url not in known_urls]
     skipped = len(found.images) - len(todo)
-    yield Progress(0.05, f"Found {len(found.images)}, {skipped} already in {dataset.name!r}")
+    yield Progress(0.05, f"Found {len(found.images)}, {skipped} already in {target_name!r}")
 
     by_id = {r.image.id: r for r in todo}
     outcomes: dict[str, DownloadOutcome] = {}
@@ -356,6 +362,8 @@ def iter_import(
                 for o in ok
                 if o.path is not None
             ]
+            if dataset is None:
+                dataset, created = create_target(target_name), True
             sample_ids = list(dataset.add_samples(samples, progress=False))
     except BaseException:
         # No file without its sample: a failure or a cancelled run (GeneratorExit) takes back
@@ -364,6 +372,8 @@ def iter_import(
             for o in outcomes.values():
                 if o.ok and o.created and o.path is not None:
                     o.path.unlink(missing_ok=True)
+            if created and fo.dataset_exists(target_name):
+                fo.delete_dataset(target_name)
         raise
     failed = tuple(
         FailedDownload(o.job.key, o.job.url, o.error or "unknown")
@@ -372,7 +382,7 @@ def iter_import(
     )
     yield Progress(1.0, f"Imported {len(sample_ids)}")
     yield ImportSimilarResult(
-        dataset_name=dataset.name,
+        dataset_name=target_name,
         tag=tag,
         media_dir=str(media_dir),
         found=len(found.images),
@@ -385,12 +395,14 @@ def iter_import(
     )
 
 
-def record_run(result: ImportSimilarResult, params: SearchParams, options: ImportOptions) -> str:
+def record_run(result: ImportSimilarResult, params: SearchParams, options: ImportOptions) -> str | None:
     """Record the import as a FiftyOne run on the target dataset (provenance; readable later).
 
     The config holds what was asked (never the API key nor uploaded bytes), the results
     hold the counts and failures; ``dataset.load_run_results(key)`` reads them back.
     """
+    if not fo.dataset_exists(result.dataset_name):
+        return None  # a new dataset that received nothing was never created
     dataset = fo.load_dataset(result.dataset_name)
     key = run_key(result.tag)
     config = dataset.init_run(

@@ -182,3 +182,34 @@ def test_a_cancelled_import_leaves_no_file_and_no_sample(api_env, make_dataset, 
         run.close()
     assert len(dataset) == 1
     assert os.listdir(media) == []
+
+
+def test_a_new_dataset_that_receives_nothing_is_not_left_behind(
+    api_env, make_dataset, proxy_factory, cleanup_datasets, tmp_path
+):
+    from simages_core import SimilarImagesClient
+
+    dataset = make_dataset("horse.jpg")
+    with SimilarImagesClient(api_key=api_env.api_key, base_url=api_env.base_url, cache=False) as client:
+        ids = [i.id for i in client.search(text="horse", num_similar=2).images]
+    proxy = proxy_factory({image_id: "404" for image_id in ids})
+    new_name = dataset.name + "-grown"
+    cleanup_datasets.append(new_name)
+    media = tmp_path / "media"
+    policy = DownloadPolicy(attempts=1, backoff=0.01)
+    result = fiftyone_plugin.import_similar(
+        dataset, text="horse", num_similar=2, new_dataset_name=new_name, media_dir=str(media),
+        api_url=proxy.url, policy=policy,
+    )  # fmt: skip
+    assert (result.imported, result.failed_downloads, result.new_dataset) == (0, 2, False)
+    assert not fo.dataset_exists(new_name) and not os.listdir(media)
+
+    # the images are back: now the dataset is created, with both
+    proxy.broken.clear()
+    again = fiftyone_plugin.import_similar(
+        dataset, text="horse", num_similar=2, new_dataset_name=new_name, media_dir=str(media),
+        api_url=proxy.url, policy=policy,
+    )  # fmt: skip
+    assert (again.imported, again.new_dataset) == (2, True)
+    assert sorted(fo.load_dataset(new_name).values("simages_id")) == sorted(ids)
+    assert len(dataset) == 1
