@@ -50,6 +50,10 @@ class _ModelCache:
             self._models.move_to_end(label_config)
             return model
 
+    def versions(self) -> list[str]:
+        with self._lock:
+            return [model.model_version for model in self._models.values()]
+
 
 def _error(message: str, status: int) -> tuple[Response, int]:
     return jsonify({"error": message, "status": status}), status
@@ -139,7 +143,7 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
 
     @app.route("/versions", methods=["GET", "POST"])
     def versions() -> Any:
-        return jsonify({"versions": [m.model_version for m in models._models.values()]})
+        return jsonify({"versions": models.versions()})
 
     @app.get("/metrics")
     def metrics() -> Any:
