@@ -23,7 +23,7 @@ from label_studio_sdk import LabelStudio
 from simages_core import MAX_NUM_SIMILAR, Query, SimilarImage
 
 from .label_config import ImageTarget, parse_label_config
-from .model import ACCOUNT_ERRORS, AccountError, BackendContext, model_version_for
+from .model import BackendContext, model_version_for, raise_if_account_error
 from .predictions import Thresholds, choices_region, own_rectangle_regions, prediction, vote_choices
 from .settings import BackendSettings
 from .task_images import TaskImage, TaskImageError, image_ref
@@ -162,9 +162,7 @@ def _expand(
         Query(url=im.url, image=im.data, num_similar=per_task + 1, labels=True) for _, im in searchable
     ]
     items = context.client.search_many(queries, max_workers=settings.max_workers)
-    errors = [item.error for item in items if item.error is not None]
-    if items and len(errors) == len(items) and isinstance(errors[0], ACCOUNT_ERRORS):
-        raise AccountError(errors[0])
+    raise_if_account_error([item.error for item in items])
 
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     new_tasks: list[dict[str, Any]] = []

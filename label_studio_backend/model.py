@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,13 @@ class AccountError(Exception):
     def __init__(self, error: SimilarImagesError) -> None:
         self.status = error.status or 401
         super().__init__(f"{type(error).__name__} ({self.status}): {error.message}")
+
+
+def raise_if_account_error(errors: Sequence[Exception | None]) -> None:
+    """If every query failed for an account reason (402, 401, 403), one ``AccountError`` says so for all."""
+    first = errors[0] if errors else None
+    if isinstance(first, ACCOUNT_ERRORS) and all(isinstance(e, ACCOUNT_ERRORS) for e in errors):
+        raise AccountError(first)
 
 
 @dataclass
@@ -220,9 +228,7 @@ class SimilarImagesBackend(LabelStudioMLBase):
     def _raise_account_error(jobs: list[_Job]) -> None:
         """If every query failed for an account reason, say so once for the batch."""
         errors = [job.error for job in jobs]
-        first = errors[0] if errors else None
-        if isinstance(first, ACCOUNT_ERRORS) and all(isinstance(e, ACCOUNT_ERRORS) for e in errors):
-            raise AccountError(first)
+        raise_if_account_error(errors)
         counts = Counter(str(e) for e in errors if e is not None)
         for message, count in counts.items():
             logger.warning("%d of %d queries failed: %s", count, len(jobs), message)

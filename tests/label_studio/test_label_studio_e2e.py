@@ -217,7 +217,11 @@ def test_expand_refuses_bad_input_with_clear_errors(project, label_studio, local
     assert run("--project", str(project["id"]), "--per-task", "0").returncode == 2
     no_project = run("--project", "424242")
     assert no_project.returncode == 1 and "Label Studio answered 404" in no_project.stderr
-    assert "Traceback" not in missing.stderr + no_project.stderr
+    env["SIMAGES_API_KEY"] = "sk-wrong-key-0000"
+    refused = run("--project", str(project["id"]))
+    assert refused.returncode == 1 and "refused: InvalidApiKey (403)" in refused.stderr
+    assert "sk-wrong-key-0000" not in refused.stdout + refused.stderr
+    assert "Traceback" not in missing.stderr + no_project.stderr + refused.stderr
 
 
 def test_uploaded_images_download_with_a_personal_access_token(project, label_studio, local_api, tmp_path):
