@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -170,4 +171,4 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
 if __name__ == "__main__":  # ``python -m label_studio_backend._wsgi --port 9090``, the ML-backend convention
     from .cli import main
 
-    raise SystemExit(main(["serve", *__import__("sys").argv[1:]]))
+    raise SystemExit(main(["serve", *sys.argv[1:]]))

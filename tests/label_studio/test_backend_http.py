@@ -29,7 +29,6 @@ def api(local_api, tmp_path_factory) -> Iterator:
 def backend(api, local_api, tmp_path_factory) -> Iterator:
     tmp = tmp_path_factory.mktemp("backend")
     process = start_backend(tmp, api.url, local_api.api_key)
-    process.log = tmp / "backend.log"
     yield process
     process.stop()
 
@@ -142,7 +141,7 @@ def test_a_config_it_cannot_serve_gets_empty_predictions_not_an_error(backend):
     )
     assert response.status_code == 200
     assert [r["result"] for r in response.json()["results"]] == [[], []]
-    assert "has no <Image> tag" in backend.log.read_text()
+    assert "has no <Image> tag" in backend.log_path.read_text()
 
 
 @pytest.mark.parametrize(
