@@ -27,14 +27,14 @@ from PIL import Image
 sys.path.insert(
     0, str(Path(__file__).resolve().parents[1])
 )  # the repo, for `fiftyone_plugin` before it is installed
-import fiftyone_plugin
-from fiftyone_plugin import DownloadPolicy
-from fiftyone_plugin._results import QueryLabel, RankedImage
-from fiftyone_plugin._samples import SampleSpec, build_sample
+import simages_fiftyone
 from simages_core import SimilarImagesClient
-from simages_core.server import ServerProcess
-from simages_core.server.demo import build_demo_collection
-from simages_core.server.index import build_index
+from simages_fiftyone import DownloadPolicy
+from simages_fiftyone._results import QueryLabel, RankedImage
+from simages_fiftyone._samples import SampleSpec, build_sample
+from simages_server.demo import build_demo_collection
+from simages_server.index import build_index
+from simages_server.testing import ServerProcess
 
 API_KEY = "bench-key"
 QUERY_IMAGE = "astronaut.jpg"
@@ -91,7 +91,7 @@ def main() -> int:
                 naive = time.perf_counter() - started
 
                 started = time.perf_counter()
-                result = fiftyone_plugin.import_similar(
+                result = simages_fiftyone.import_similar(
                     plugin_ds,
                     image=images_dir / QUERY_IMAGE,
                     num_similar=args.images,

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import requests
 
-from label_studio_backend.process import BackendProcess
-from simages_core.server import ServerProcess
-from simages_core.server.demo import build_demo_collection
-from simages_core.server.index import ImageIndex, build_index
+from simages_label_studio.testing import BackendProcess
+from simages_server.demo import build_demo_collection
+from simages_server.index import ImageIndex, build_index
+from simages_server.testing import ServerProcess
 
 CONFIG = """<View><Image name="image" value="$image"/>
 <RectangleLabels name="label" toName="image"><Label value="person"/><Label value="cat"/><Label value="cup"/>

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from simages_core import Query, SimilarImagesClient
 from simages_core._models import SearchResult, SimilarImage
-from simages_core._protocol import success_envelope
+from simages_core.protocol import success_envelope
 
 RESULT = SearchResult(
     images=tuple(

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from simages_core import SimilarImagesClient
-from simages_core.server import ServerProcess
-from simages_core.server.demo import build_demo_collection
-from simages_core.server.index import ImageIndex, IndexedImage, build_index
+from simages_server.demo import build_demo_collection
+from simages_server.index import ImageIndex, IndexedImage, build_index
+from simages_server.testing import ServerProcess
 
 
 def grow_index(index_dir: Path, total: int) -> ImageIndex:

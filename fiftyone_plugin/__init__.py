@@ -3,7 +3,7 @@
 Operators ``find_similar`` and ``import_similar`` (forms, App context, progress) are here;
 the work they do is in ``_runs``, shared with the Python entry points ``find_similar(...)``
 and ``import_similar(...)``. FiftyOne loads this file as a package from the plugin folder,
-and it is also importable as ``fiftyone_plugin``; only relative imports are used so that
+and it is also importable as ``simages_fiftyone``; only relative imports are used so that
 both work.
 """
 

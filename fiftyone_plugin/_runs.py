@@ -19,8 +19,7 @@ from typing import Any
 import fiftyone as fo
 import fiftyone.core.collections as foc
 
-from simages_core import Query, SimilarImagesClient, SimilarImagesError, resolve_api_key
-from simages_core._config import HOW_TO_SET_KEY
+from simages_core import HOW_TO_SET_KEY, Query, SimilarImagesClient, SimilarImagesError, resolve_api_key
 
 from ._downloads import DownloadJob, DownloadOutcome, DownloadPolicy, iter_downloads
 from ._results import (

@@ -4,4 +4,6 @@
 ``expand`` grows a project with similar images as new, pre-labelled tasks.
 """
 
-__version__ = "0.1.0"
+from simages_core import __version__
+
+__all__ = ["__version__"]

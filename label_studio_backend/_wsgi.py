@@ -27,7 +27,7 @@ from . import __version__
 from .model import AccountError, BackendContext, SimilarImagesBackend
 from .settings import BackendSettings
 
-logger = logging.getLogger("label_studio_backend")
+logger = logging.getLogger("simages_label_studio")
 
 _MODELS_KEPT = 32
 
@@ -64,7 +64,7 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
     settings = settings or BackendSettings()
     context = context or BackendContext.from_settings(settings)
     models = _ModelCache(context)
-    app = Flask("label_studio_backend")
+    app = Flask("simages_label_studio")
     app.config["SIMAGES_CONTEXT"] = context
 
     @app.before_request
@@ -168,7 +168,7 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
     return app
 
 
-if __name__ == "__main__":  # ``python -m label_studio_backend._wsgi --port 9090``, the ML-backend convention
+if __name__ == "__main__":  # ``python -m simages_label_studio._wsgi --port 9090``, the ML-backend convention
     from .cli import main
 
     raise SystemExit(main(["serve", *sys.argv[1:]]))

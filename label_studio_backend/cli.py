@@ -56,7 +56,7 @@ def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
     from ._wsgi import create_app
 
     app = create_app(settings)
-    logging.getLogger("label_studio_backend").info(
+    logging.getLogger("simages_label_studio").info(
         "serving on http://%s:%d, API %s", args.host, args.port, app.config["SIMAGES_CONTEXT"].client.base_url
     )
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="simages-ls")

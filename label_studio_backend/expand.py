@@ -28,7 +28,7 @@ from .predictions import Thresholds, choices_region, own_rectangle_regions, pred
 from .settings import BackendSettings
 from .task_images import TaskImage, TaskImageError, image_ref
 
-logger = logging.getLogger("label_studio_backend.expand")
+logger = logging.getLogger("simages_label_studio.expand")
 
 SOURCE_TASK_KEY = "simages_source_task"
 

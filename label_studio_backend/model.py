@@ -43,7 +43,7 @@ from .predictions import (
 from .settings import BackendSettings
 from .task_images import TaskImage, TaskImageError, TaskImageResolver, image_ref
 
-logger = logging.getLogger("label_studio_backend")
+logger = logging.getLogger("simages_label_studio")
 
 ACCOUNT_ERRORS = (QuotaExceeded, InvalidApiKey, MissingApiKey)
 

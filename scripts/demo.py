@@ -23,9 +23,9 @@ from pathlib import Path
 import requests
 
 from simages_core import SimilarImagesClient
-from simages_core.server import ServerProcess
-from simages_core.server.demo import build_demo_collection
-from simages_core.server.index import ImageIndex, build_index
+from simages_server.demo import build_demo_collection
+from simages_server.index import ImageIndex, build_index
+from simages_server.testing import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "demo-key"
@@ -76,7 +76,7 @@ def fiftyone_job(server: ServerProcess, images: Path, out: Path) -> None:
     step("FiftyOne: import similar images with their labels")
     import fiftyone as fo
 
-    from fiftyone_plugin import find_similar, import_similar
+    from simages_fiftyone import find_similar, import_similar
 
     name = "simages-demo"
     if fo.dataset_exists(name):
@@ -115,9 +115,9 @@ def label_studio_job(server: ServerProcess, index: Path, out: Path) -> None:
     step("Label Studio: predictions from the ML backend, then growing the project")
     from label_studio_sdk import LabelStudio
 
-    from label_studio_backend.expand import expand_project
-    from label_studio_backend.process import BackendProcess, LabelStudioProcess
-    from label_studio_backend.settings import BackendSettings
+    from simages_label_studio.expand import expand_project
+    from simages_label_studio.settings import BackendSettings
+    from simages_label_studio.testing import BackendProcess, LabelStudioProcess
 
     executable = REPO / ".venv-ls" / "bin" / "label-studio"
     if not executable.exists():

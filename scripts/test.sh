@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/ruff check .
-.venv/bin/mypy plugins/simages_core label_studio_backend fiftyone_plugin
+.venv/bin/mypy plugins/simages_core plugins/simages_server label_studio_backend fiftyone_plugin
 exec .venv/bin/python -m pytest "$@"

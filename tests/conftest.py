@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from simages_core.server import ServerProcess
-from simages_core.server.demo import build_demo_collection
-from simages_core.server.index import ImageIndex, IndexedImage, build_index
+from simages_server.demo import build_demo_collection
+from simages_server.index import ImageIndex, IndexedImage, build_index
+from simages_server.testing import ServerProcess
 
 API_KEY = "local-test-key"
 

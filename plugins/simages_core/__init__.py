@@ -1,13 +1,21 @@
 """simages_core: the Similar Images API (simages.info) as typed Python, shared by every integration.
 
-Public API; implementation modules are private (``_client``, ``_protocol``, ...).
+Public API; implementation modules are private (``_client``, ``_models``, ...);
+``protocol`` (the wire contract shared with the local server), ``boxes`` and ``coco`` are public modules.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
+try:
+    # One version for every package of the distribution: the one in pyproject.toml.
+    __version__ = _distribution_version("simages-plugins")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 from ._cache import ResponseCache
 from ._client import BatchItem, Query, SimilarImagesClient
-from ._config import RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
+from ._config import HOW_TO_SET_KEY, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
 from ._encoding import EncodedImage, encode_image, open_image
 from ._exceptions import (
     ApiError,
@@ -25,11 +33,12 @@ from ._exceptions import (
     TransportError,
 )
 from ._models import Box, Detection, SearchResult, SimilarImage
-from ._protocol import DEFAULT_API_URL, LABELS_COCO_YOLOV7, MAX_NUM_SIMILAR, SearchRequest
 from ._usage import DailyUsage, UsageLedger
+from .protocol import DEFAULT_API_URL, LABELS_COCO_YOLOV7, MAX_NUM_SIMILAR, SearchRequest
 
 __all__ = [
     "DEFAULT_API_URL",
+    "HOW_TO_SET_KEY",
     "LABELS_COCO_YOLOV7",
     "MAX_NUM_SIMILAR",
     "ApiError",

@@ -15,7 +15,7 @@ from typing import Any
 import diskcache
 
 from ._models import SearchResult
-from ._protocol import SearchRequest, parse_body, result_to_body
+from .protocol import SearchRequest, parse_body, result_to_body
 
 DEFAULT_TTL_SECONDS = 24 * 3600.0
 DEFAULT_SIZE_LIMIT = 256 * 1024 * 1024

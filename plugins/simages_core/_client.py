@@ -33,8 +33,8 @@ from ._config import (
 from ._encoding import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageSource, encode_image
 from ._exceptions import ConnectError, MissingApiKey, RequestTimeout, SimilarImagesError, TransportError
 from ._models import SearchResult
-from ._protocol import API_KEY_HEADER, LABELS_COCO_YOLOV7, SearchRequest, parse_response
 from ._usage import DailyUsage, UsageEvent, UsageLedger
+from .protocol import API_KEY_HEADER, LABELS_COCO_YOLOV7, SearchRequest, parse_response
 
 logger = logging.getLogger("simages_core")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from ._protocol import DEFAULT_API_URL
+from .protocol import DEFAULT_API_URL
 
 ENV_API_KEY = "SIMAGES_API_KEY"
 ENV_TERNAUS_TOKEN = "TERNAUS_TOKEN"  # what the official client (getsimilar) reads

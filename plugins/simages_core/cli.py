@@ -16,7 +16,7 @@ from . import __version__
 from ._client import SimilarImagesClient
 from ._exceptions import InvalidRequest, SimilarImagesError
 from ._models import SearchResult
-from ._protocol import MAX_NUM_SIMILAR, result_to_body
+from .protocol import MAX_NUM_SIMILAR, result_to_body
 
 EXIT_OK, EXIT_API_ERROR, EXIT_INVALID = 0, 1, 2
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from simages_core import Detection, InvalidRequest, SearchRequest, SearchResult, SimilarImage
-from simages_core._protocol import error_envelope, parse_response, success_envelope
+from simages_core.protocol import error_envelope, parse_response, success_envelope
 
 
 @pytest.mark.parametrize(

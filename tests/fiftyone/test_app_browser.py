@@ -18,8 +18,8 @@ import requests
 from fo_helpers import REPO, unique_name
 from PIL import Image
 
-import fiftyone_plugin
-from simages_core.server.process import free_port
+import simages_fiftyone
+from simages_server.testing import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,7 +46,7 @@ def wait_for(url: str, timeout: float = 60.0) -> None:
 
 def test_app_lists_operators_and_shows_imported_boxes(api_env, make_dataset, tmp_path):
     dataset = make_dataset("coffee.jpg", name=unique_name("simages-app"))
-    result = fiftyone_plugin.import_similar(
+    result = simages_fiftyone.import_similar(
         dataset, sample_ids=dataset.values("id"), num_similar=4, media_dir=str(tmp_path / "media")
     )
     assert result.imported == 4

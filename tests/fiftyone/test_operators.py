@@ -237,17 +237,17 @@ def test_form_explains_a_missing_api_key(api_env, make_dataset, monkeypatch, tmp
 
 
 def test_python_find_similar_with_an_image_path_and_typed_result(api_env, make_dataset):
-    import fiftyone_plugin
+    import simages_fiftyone
 
     dataset = make_dataset("coffee.jpg")
-    result = fiftyone_plugin.find_similar(
+    result = simages_fiftyone.find_similar(
         dataset, image=api_env.images_dir / "coffee.jpg", num_similar=3, labels=True
     )
-    assert isinstance(result, fiftyone_plugin.FindSimilarResult) and len(result) == 3
+    assert isinstance(result, simages_fiftyone.FindSimilarResult) and len(result) == 3
     top = result.images[0]
     files = {r.id: r.file for r in api_env.records()}
     assert files[top.image.id].startswith("coffee") and str(top.query) == "upload:coffee.jpg"
     assert sorted(d.name for d in top.image.detections) == ["cup", "spoon"]
     assert len(dataset) == 1
-    with pytest.raises(fiftyone_plugin.ParamError, match="exactly one"):
-        fiftyone_plugin.find_similar(dataset, text="cat", url="http://example.com/a.jpg")
+    with pytest.raises(simages_fiftyone.ParamError, match="exactly one"):
+        simages_fiftyone.find_similar(dataset, text="cat", url="http://example.com/a.jpg")

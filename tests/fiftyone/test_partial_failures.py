@@ -16,8 +16,8 @@ import pytest
 import requests
 from fo_helpers import IMPORT_URI
 
-import fiftyone_plugin
-from fiftyone_plugin import DownloadPolicy
+import simages_fiftyone
+from simages_fiftyone import DownloadPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ def test_failed_downloads_are_counted_and_leave_nothing_behind(
     proxy = proxy_factory(broken)
     media = tmp_path / "media"
     policy = DownloadPolicy(attempts=2, backoff=0.01)
-    result = fiftyone_plugin.import_similar(
+    result = simages_fiftyone.import_similar(
         dataset, text="cat", num_similar=6, media_dir=str(media), api_url=proxy.url, policy=policy
     )
     assert (result.found, result.imported, result.failed_downloads) == (6, 3, 3)
@@ -120,7 +120,7 @@ def test_failed_downloads_are_counted_and_leave_nothing_behind(
 
     # once the images are back, a re-run imports exactly the three that failed
     proxy.broken.clear()
-    again = fiftyone_plugin.import_similar(
+    again = simages_fiftyone.import_similar(
         dataset, text="cat", num_similar=6, media_dir=str(media), api_url=proxy.url, policy=policy
     )
     assert (again.imported, again.skipped_duplicates, again.failed_downloads) == (3, 3, 0)
@@ -160,7 +160,7 @@ def test_failure_while_adding_samples_removes_the_downloaded_files(api_env, make
     sample.save()  # `found` is now a string field, so Detections cannot be stored in it
     media = tmp_path / "media"
     with pytest.raises(Exception, match="found"):
-        fiftyone_plugin.import_similar(
+        simages_fiftyone.import_similar(
             dataset, text="cat", num_similar=3, media_dir=str(media), label_field="found"
         )
     assert len(dataset) == 1
@@ -168,7 +168,7 @@ def test_failure_while_adding_samples_removes_the_downloaded_files(api_env, make
 
 
 def test_a_cancelled_import_leaves_no_file_and_no_sample(api_env, make_dataset, tmp_path):
-    from fiftyone_plugin._runs import Progress, build_import_options, build_params, iter_import, make_client
+    from simages_fiftyone._runs import Progress, build_import_options, build_params, iter_import, make_client
 
     dataset = make_dataset("chelsea.jpg")
     media = tmp_path / "media"
@@ -197,7 +197,7 @@ def test_a_new_dataset_that_receives_nothing_is_not_left_behind(
     cleanup_datasets.append(new_name)
     media = tmp_path / "media"
     policy = DownloadPolicy(attempts=1, backoff=0.01)
-    result = fiftyone_plugin.import_similar(
+    result = simages_fiftyone.import_similar(
         dataset, text="horse", num_similar=2, new_dataset_name=new_name, media_dir=str(media),
         api_url=proxy.url, policy=policy,
     )  # fmt: skip
@@ -206,7 +206,7 @@ def test_a_new_dataset_that_receives_nothing_is_not_left_behind(
 
     # the images are back: now the dataset is created, with both
     proxy.broken.clear()
-    again = fiftyone_plugin.import_similar(
+    again = simages_fiftyone.import_similar(
         dataset, text="horse", num_similar=2, new_dataset_name=new_name, media_dir=str(media),
         api_url=proxy.url, policy=policy,
     )  # fmt: skip

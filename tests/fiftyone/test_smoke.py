@@ -19,7 +19,7 @@ print(json.dumps({
     "operators": sorted(o.uri for o in foo.list_operators() if o.uri.startswith("@simages/")),
     # loaded from the plugin folder under FiftyOne's module name, not as the package
     "modules": sorted(m for m in sys.modules if m.startswith("fiftyone.plugins.orgs.simages")),
-    "package_imported": "fiftyone_plugin" in sys.modules,
+    "package_imported": "simages_fiftyone" in sys.modules,
 }))
 """
 

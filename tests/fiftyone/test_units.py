@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from fiftyone_plugin._downloads import DownloadJob, DownloadPolicy, iter_downloads, safe_stem
-from fiftyone_plugin._results import (
+from simages_core import Detection, SearchResult, SimilarImage
+from simages_fiftyone._downloads import DownloadJob, DownloadPolicy, iter_downloads, safe_stem
+from simages_fiftyone._results import (
     ClassFilter,
     ParamError,
     QueryLabel,
@@ -26,9 +27,8 @@ from fiftyone_plugin._results import (
     run_key,
     run_tag,
 )
-from fiftyone_plugin._runs import build_params
-from fiftyone_plugin._samples import to_detections
-from simages_core import Detection, SearchResult, SimilarImage
+from simages_fiftyone._runs import build_params
+from simages_fiftyone._samples import to_detections
 
 
 def img(i: str, score: float, url: str | None = None, dets=None, w=None, h=None) -> SimilarImage:

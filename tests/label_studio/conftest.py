@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from label_studio_backend.process import BackendProcess
 from simages_core.boxes import LabelStudioBox, from_label_studio
+from simages_label_studio.testing import BackendProcess
 
 CONFIG = """
 <View>

@@ -9,7 +9,7 @@ import pytest
 import requests
 from PIL import Image
 
-from label_studio_backend import __version__
+from simages_label_studio import __version__
 
 from .conftest import CONFIG, choices, coco_boxes, pixel_boxes, start_backend
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from label_studio_backend.label_config import parse_label_config
+from simages_label_studio.label_config import parse_label_config
 
 RECT_AND_CHOICES = """
 <View>

@@ -20,9 +20,9 @@ import requests
 from label_studio_sdk import LabelStudio
 from PIL import Image
 
-from label_studio_backend.expand import SOURCE_TASK_KEY, expand_project
-from label_studio_backend.process import LabelStudioProcess
-from label_studio_backend.settings import BackendSettings
+from simages_label_studio.expand import SOURCE_TASK_KEY, expand_project
+from simages_label_studio.settings import BackendSettings
+from simages_label_studio.testing import LabelStudioProcess
 
 from .conftest import CONFIG, assert_boxes_close, backend_env, choices, coco_boxes, pixel_boxes, start_backend
 
@@ -185,7 +185,7 @@ def test_expand_adds_similar_tasks_with_predictions_and_provenance_once(
         "LABEL_STUDIO_API_KEY": label_studio.token,
     }
     cli = subprocess.run(
-        [sys.executable, "-m", "label_studio_backend", "expand", "--project", str(project["id"]), "--per-task", "3", "--json"],
+        [sys.executable, "-m", "simages_label_studio", "expand", "--project", str(project["id"]), "--per-task", "3", "--json"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
@@ -205,7 +205,7 @@ def test_expand_refuses_bad_input_with_clear_errors(project, label_studio, local
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "label_studio_backend", "expand", *args],
+            [sys.executable, "-m", "simages_label_studio", "expand", *args],
             env=env,
             capture_output=True,
             text=True,

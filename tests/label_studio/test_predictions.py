@@ -8,8 +8,10 @@ from types import MappingProxyType
 
 import pytest
 
-from label_studio_backend.label_config import LabelControl
-from label_studio_backend.predictions import (
+from simages_core import Detection, SearchResult, SimilarImage
+from simages_core.protocol import parse_response
+from simages_label_studio.label_config import LabelControl
+from simages_label_studio.predictions import (
     Thresholds,
     aspect_matches,
     choices_region,
@@ -19,8 +21,6 @@ from label_studio_backend.predictions import (
     rectangle_regions,
     vote_choices,
 )
-from simages_core import Detection, SearchResult, SimilarImage
-from simages_core._protocol import parse_response
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "recorded_responses.json").read_text())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from label_studio_backend.settings import BackendSettings
+from simages_label_studio.settings import BackendSettings
 
 
 def test_defaults(monkeypatch):

@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from label_studio_backend.task_images import (
+from simages_label_studio.task_images import (
     LabelStudioToken,
     TaskImageError,
     TaskImageResolver,

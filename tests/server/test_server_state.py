@@ -14,10 +14,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 import simages_core as sc
-from simages_core.server import ServerProcess
-from simages_core.server.cli import main as server_main
-from simages_core.server.embedders import DescriptorEmbedder, OnnxEmbedder
-from simages_core.server.index import ImageIndex, build_index
+from simages_server.cli import main as server_main
+from simages_server.embedders import DescriptorEmbedder, OnnxEmbedder
+from simages_server.index import ImageIndex, build_index
+from simages_server.testing import ServerProcess
 
 pytestmark = pytest.mark.integration
 

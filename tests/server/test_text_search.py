@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simages_core.server.text_search import TextIndex, parse_text_query
+from simages_server.text_search import TextIndex, parse_text_query
 
 
 @pytest.mark.parametrize(

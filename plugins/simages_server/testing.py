@@ -112,7 +112,7 @@ class ServerProcess(ManagedProcess):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
-            sys.executable, "-m", "simages_core.server", "serve", "--index", str(self.index),
+            sys.executable, "-m", "simages_server", "serve", "--index", str(self.index),
             "--port", str(self.port), "--daily-limit", str(daily_limit), "--latency-ms", str(latency_ms),
             *(["--state", str(state)] if state else []), *extra_args,
         ]  # fmt: skip

@@ -17,7 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from .._exceptions import InvalidRequest
+from simages_core import InvalidRequest
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

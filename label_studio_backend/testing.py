@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from simages_core.server.process import ManagedProcess, free_port
+from simages_server.testing import ManagedProcess, free_port
 
 
 class BackendProcess(ManagedProcess):
@@ -22,7 +22,7 @@ class BackendProcess(ManagedProcess):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
-            sys.executable, "-m", "label_studio_backend", "serve",
+            sys.executable, "-m", "simages_label_studio", "serve",
             "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(threads),
         ]  # fmt: skip
         super().__init__(

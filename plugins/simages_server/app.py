@@ -1,6 +1,6 @@
 """The local server's WSGI app: ``POST /`` exactly as simages.info, plus image, thumbnail and health routes.
 
-Request validation and envelopes come from ``simages_core._protocol``, the same
+Request validation and envelopes come from ``simages_core.protocol``, the same
 code the client uses, so the two cannot disagree. Bad input of any kind is a
 400 with the documented error body; only a bug is a 500.
 """
@@ -21,17 +21,22 @@ from urllib.parse import urlsplit
 import numpy as np
 from werkzeug.wrappers import Request, Response
 
-from .._encoding import open_image
-from .._exceptions import InvalidRequest
-from .._models import SearchResult, SimilarImage
-from .._protocol import API_KEY_HEADER, CORS_HEADERS, SearchRequest, error_envelope, success_envelope
+from simages_core import InvalidRequest, SearchResult, SimilarImage, open_image
+from simages_core.protocol import (
+    API_KEY_HEADER,
+    CORS_HEADERS,
+    SearchRequest,
+    error_envelope,
+    success_envelope,
+)
+
 from .embedders import DescriptorEmbedder, ImageEmbedder, OnnxEmbedder
 from .fetch import FetchPolicy, fetch_image_bytes
 from .index import ImageIndex
 from .keys import DailyQuota, digest
 from .text_search import TextIndex
 
-logger = logging.getLogger("simages_core.server")
+logger = logging.getLogger("simages_server")
 
 # The documented messages, so clients see what simages.info would say.
 MISSING_KEY = "Missing an API key"

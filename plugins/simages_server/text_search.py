@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..coco import COCO_CLASSES
+from simages_core.coco import COCO_CLASSES
 
 # A few everyday words for COCO classes; plurals are handled by _singular.
 SYNONYMS: dict[str, str] = {

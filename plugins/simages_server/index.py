@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .._encoding import open_image
-from .._exceptions import ImageEncodingError
-from .._models import Detection
-from ..boxes import clamp_box, scale_box
-from ..coco import YOLO_CLASS_INDEX
+from simages_core import Detection, ImageEncodingError, open_image
+from simages_core.boxes import clamp_box, scale_box
+from simages_core.coco import YOLO_CLASS_INDEX
+
 from .embedders import DescriptorEmbedder, ImageEmbedder
 
-logger = logging.getLogger("simages_core.server")
+logger = logging.getLogger("simages_server")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 THUMBNAIL_SIDE = 256

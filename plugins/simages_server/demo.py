@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .._models import Box
-from ..boxes import clamp_box
-from ..coco import COCO_CATEGORY_IDS
+from simages_core import Box
+from simages_core.boxes import clamp_box
+from simages_core.coco import COCO_CATEGORY_IDS
 
 Labelled = list[tuple[str, Box]]
 

@@ -139,7 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
         public_url=args.public_url,
     )
     app = SimilarImagesApp(index, settings, _embedder(args))
-    logging.getLogger("simages_core.server").info(
+    logging.getLogger("simages_server").info(
         "serving %d images on http://%s:%d (%d key(s), daily limit %s)",
         len(index), args.host, args.port, len(keys), args.daily_limit or "none",
     )  # fmt: skip

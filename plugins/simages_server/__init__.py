@@ -1,0 +1,6 @@
+"""The local Similar Images server: the simages.info protocol over a folder of your own images.
+
+Modules: ``index`` (building and loading an index), ``embedders``, ``text_search``, ``app`` (the
+WSGI app), ``keys`` (API keys and daily limits), ``fetch`` (``url`` queries), ``demo`` (the demo
+collection), ``cli`` (``simages-server``) and ``testing`` (start a server for a test suite).
+"""
