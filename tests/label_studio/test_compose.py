@@ -19,17 +19,34 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def resolved(**env: str) -> dict:
+# What a user puts in .env (from .env.example); compose has no default for any credential.
+CREDENTIALS = {
+    "LABEL_STUDIO_USERNAME": "annotator@example.org",
+    "LABEL_STUDIO_PASSWORD": "a-long-test-password",
+    "LABEL_STUDIO_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+    "SIMAGES_LOCAL_API_KEY": "local-compose-key",
+    "SIMAGES_API_KEY": "local-compose-key",
+}
+
+
+def compose_config(env_file: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SIMAGES_", "LABEL_STUDIO_"))}
-    out = subprocess.run(
-        [COMPOSE, "-f", str(REPO / "docker-compose.yml"), "config"],
-        env={**clean, **env}, capture_output=True, text=True, timeout=60, check=True,
+    return subprocess.run(
+        [COMPOSE, "-f", str(REPO / "docker-compose.yml"), "--env-file", str(env_file), "config"],
+        env={**clean, **env}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+def resolved(tmp_path: Path, credentials: dict[str, str] = CREDENTIALS, **env: str) -> dict:
+    env_file = tmp_path / "compose.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in credentials.items()))
+    out = compose_config(env_file, **env)
+    assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 
 
-def test_three_services_with_health_checks_and_volumes():
-    config = resolved()
+def test_three_services_with_health_checks_and_volumes(tmp_path):
+    config = resolved(tmp_path)
     services = config["services"]
     assert set(services) == {"simages-server", "label-studio", "ml-backend"}
     for name, service in services.items():
@@ -45,21 +62,21 @@ def test_three_services_with_health_checks_and_volumes():
     assert services["ml-backend"]["environment"]["LABEL_STUDIO_API_KEY"] == ls_env["LABEL_STUDIO_USER_TOKEN"]
 
 
-def test_local_server_is_the_default_api_and_one_variable_switches_to_the_public_one():
-    default = resolved()["services"]["ml-backend"]["environment"]
+def test_local_server_is_the_default_api_and_one_variable_switches_to_the_public_one(tmp_path):
+    default = resolved(tmp_path)["services"]["ml-backend"]["environment"]
     assert default["SIMAGES_API_URL"] == "http://simages-server:8765"
     assert (
         default["SIMAGES_API_KEY"]
-        == resolved()["services"]["simages-server"]["environment"]["SIMAGES_SERVER_API_KEYS"]
+        == resolved(tmp_path)["services"]["simages-server"]["environment"]["SIMAGES_SERVER_API_KEYS"]
     )
-    public = resolved(SIMAGES_API_URL="https://simages.info", SIMAGES_API_KEY="my-key")
+    public = resolved(tmp_path, SIMAGES_API_URL="https://simages.info", SIMAGES_API_KEY="my-key")
     assert public["services"]["ml-backend"]["environment"]["SIMAGES_API_URL"] == "https://simages.info"
     assert public["services"]["ml-backend"]["environment"]["SIMAGES_API_KEY"] == "my-key"
 
 
 @pytest.mark.parametrize("service", ["simages-server", "ml-backend"])
-def test_built_images_copy_only_what_exists(service):
-    build = resolved()["services"][service]["build"]
+def test_built_images_copy_only_what_exists(service, tmp_path):
+    build = resolved(tmp_path)["services"][service]["build"]
     dockerfile = Path(build["context"]) / build["dockerfile"]
     text = dockerfile.read_text()
     assert text.startswith("#") and "FROM python:3.11-slim" in text
@@ -67,3 +84,27 @@ def test_built_images_copy_only_what_exists(service):
         for path in source.split():
             assert (REPO / path).exists(), f"{dockerfile.name} copies {path}, which is missing"
     assert "USER simages" in text  # never run as root
+
+
+def test_ports_are_published_on_loopback_only(tmp_path):
+    for name, service in resolved(tmp_path)["services"].items():
+        assert service["ports"], name
+        for port in service["ports"]:
+            # compose v1 prints "HOST_IP:PUBLISHED:TARGET"; v2 prints a mapping with host_ip.
+            host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
+            assert host_ip == "127.0.0.1", (name, port)
+
+
+@pytest.mark.parametrize("missing", sorted(CREDENTIALS))
+def test_every_credential_comes_from_the_env_file_with_no_default(missing, tmp_path):
+    env_file = tmp_path / "compose.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in CREDENTIALS.items() if k != missing))
+    out = compose_config(env_file)
+    assert out.returncode != 0
+    assert f"set {missing} in .env" in out.stderr
+
+
+def test_env_example_names_every_credential():
+    example = (REPO / ".env.example").read_text()
+    for name in CREDENTIALS:
+        assert re.search(rf"^{name}=$", example, flags=re.M), name  # listed, and empty: no shared default
