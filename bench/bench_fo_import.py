@@ -30,7 +30,7 @@ sys.path.insert(
 import simages_fiftyone
 from simages_core import SimilarImagesClient
 from simages_fiftyone import DownloadPolicy
-from simages_fiftyone._results import QueryLabel, RankedImage
+from simages_fiftyone._outcomes import QueryLabel, RankedImage
 from simages_fiftyone._samples import SampleSpec, build_sample
 from simages_server.demo import build_demo_collection
 from simages_server.index import build_index

@@ -1,26 +1,33 @@
-"""Concurrent, atomic image downloads into a media folder.
+"""Concurrent, atomic image downloads into a media folder, through the core's guarded fetch.
 
-Each file is streamed into a temp file in the target folder and renamed into place only
-when it is complete, within the size cap, declared as an image and decodable, so a failed
-or interrupted download never leaves a file behind. Results are yielded as they finish, so
-the caller can report progress.
+Each file is streamed (``simages_core.fetch``: size cap, content-type check, deadline, retries,
+one refetch of a body that breaks off) into a temp file in the target folder and moved into
+place only when it is complete and decodable, so a failed or interrupted download never leaves
+a file behind; an existing file is never replaced (a name that is taken gets a ``-<n>``
+suffix). Results are yielded as they finish, so the caller can report progress.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
 from PIL import Image, UnidentifiedImageError
-from requests.adapters import HTTPAdapter
 
 from simages_core import __version__ as core_version
+from simages_core.fetch import (
+    FetchContentTypeError,
+    Fetcher,
+    FetchError,
+    FetchHTTPError,
+    FetchPolicy,
+    FetchTimeout,
+    FetchTooLarge,
+)
 
 _EXTENSIONS = {
     "image/jpeg": ".jpg",
@@ -39,8 +46,7 @@ _FORMAT_EXTENSIONS = {
     "BMP": ".bmp",
     "TIFF": ".tif",
 }
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_CHUNK = 64 * 1024
+_MAX_NAME_TRIES = 1000
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,31 @@ class DownloadPolicy:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     attempts: int = 3
-    """Tries per file; connection errors, timeouts, 408/425/429 and 5xx are retried."""
+    """Tries per file; connection errors, timeouts, 429 and 5xx are retried."""
     backoff: float = 0.25
     """Seconds before the second try, doubled for each further one."""
     max_bytes: int = 50 * 1024 * 1024
     max_workers: int = 32
+    deadline: float = 120.0
+    """Seconds for one file, every retry and byte included."""
+
+    def fetch_policy(self) -> FetchPolicy:
+        """The core fetch policy for these downloads.
+
+        The URLs come from the API the user chose (the local server answers with loopback
+        URLs), not from an untrusted caller, so any unicast address may be reached; multicast,
+        unspecified and malformed hosts are still refused, and environment proxies are ignored.
+        """
+        return FetchPolicy(
+            untrusted_caller=False,
+            # urllib3 applies one timeout to connecting and each read: the larger bounds both.
+            timeout=max(self.connect_timeout, self.read_timeout),
+            deadline=self.deadline,
+            max_bytes=self.max_bytes,
+            retries=max(0, self.attempts - 1),
+            backoff=self.backoff,
+            user_agent=f"simages-plugins/{core_version} (fiftyone plugin)",
+        )
 
 
 @dataclass(frozen=True)
@@ -74,8 +100,6 @@ class DownloadOutcome:
     height: int | None = None
     size_bytes: int = 0
     mime_type: str | None = None
-    created: bool = True
-    """False when an identical name already existed and was replaced (keep it on rollback)."""
     error: str | None = None
 
     @property
@@ -84,11 +108,7 @@ class DownloadOutcome:
 
 
 class DownloadError(Exception):
-    """One download failed for a reason worth reporting; ``retry`` says whether trying again may help."""
-
-    def __init__(self, message: str, *, retry: bool = False) -> None:
-        super().__init__(message)
-        self.retry = retry
+    """One download failed for a reason worth reporting."""
 
 
 def safe_stem(key: str) -> str:
@@ -97,20 +117,11 @@ def safe_stem(key: str) -> str:
     return stem or "image"
 
 
-def make_session(policy: DownloadPolicy) -> requests.Session:
-    session = requests.Session()
-    session.headers["user-agent"] = f"simages-plugins/{core_version} (fiftyone plugin)"
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(policy.max_workers, 1), max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 def iter_downloads(
     jobs: Sequence[DownloadJob],
     folder: str | os.PathLike[str],
     policy: DownloadPolicy = DownloadPolicy(),
-    session: requests.Session | None = None,
+    fetcher: Fetcher | None = None,
 ) -> Generator[DownloadOutcome, None, None]:
     """Download ``jobs`` into ``folder`` concurrently, yielding each outcome as it finishes.
 
@@ -122,10 +133,10 @@ def iter_downloads(
     folder.mkdir(parents=True, exist_ok=True)
     if not jobs:
         return
-    own_session = session is None
-    session = session or make_session(policy)
+    own_fetcher = fetcher is None
+    fetcher = fetcher or Fetcher(policy.fetch_policy(), pool_size=max(policy.max_workers, 1))
     pool = ThreadPoolExecutor(max_workers=max(1, min(policy.max_workers, len(jobs))))
-    futures = [pool.submit(download_one, job, folder, policy, session) for job in jobs]
+    futures = [pool.submit(download_one, job, folder, fetcher) for job in jobs]
     handed_over: set[Future[DownloadOutcome]] = set()
     try:
         for future in as_completed(futures):
@@ -137,84 +148,72 @@ def iter_downloads(
             if future in handed_over or future.cancelled() or future.exception() is not None:
                 continue
             orphan = future.result()
-            if orphan.ok and orphan.created and orphan.path is not None:
+            if orphan.ok and orphan.path is not None:
                 orphan.path.unlink(missing_ok=True)
-        if own_session:
-            session.close()
+        if own_fetcher:
+            fetcher.close()
 
 
-def download_one(
-    job: DownloadJob, folder: Path, policy: DownloadPolicy, session: requests.Session
-) -> DownloadOutcome:
-    """One file, with retries; never raises for a failed download (the outcome says why)."""
-    last: DownloadError | None = None
-    for attempt in range(max(1, policy.attempts)):
-        if attempt:
-            time.sleep(policy.backoff * 2 ** (attempt - 1))
-        try:
-            return _fetch(job, folder, policy, session)
-        except DownloadError as exc:
-            last = exc
-            if not exc.retry:
-                break
-    assert last is not None
-    return DownloadOutcome(job=job, error=str(last))
-
-
-def _fetch(
-    job: DownloadJob, folder: Path, policy: DownloadPolicy, session: requests.Session
-) -> DownloadOutcome:
+def download_one(job: DownloadJob, folder: Path, fetcher: Fetcher) -> DownloadOutcome:
+    """One file; never raises for a failed download (the outcome says why)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=".simages-", suffix=".part", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
-        response = session.get(
-            job.url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout), allow_redirects=True
-        )
-    except requests.Timeout:
-        raise DownloadError("timed out", retry=True) from None
-    except requests.ConnectionError as exc:
-        raise DownloadError(f"connection failed ({type(exc).__name__})", retry=True) from None
-    except requests.RequestException as exc:
-        raise DownloadError(f"bad request ({type(exc).__name__}: {exc})") from None
-    with response:
-        if response.status_code != 200:
-            raise DownloadError(f"HTTP {response.status_code}", retry=response.status_code in _RETRY_STATUSES)
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not content_type.startswith("image/"):
-            raise DownloadError(f"not an image (content-type {content_type or 'missing'!r})")
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-            raise DownloadError(f"too large ({int(declared)} bytes > {policy.max_bytes})")
-        fd, tmp_name = tempfile.mkstemp(prefix=".simages-", suffix=".part", dir=folder)
-        tmp = Path(tmp_name)
-        try:
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                try:
-                    for chunk in response.iter_content(_CHUNK):
-                        size += len(chunk)
-                        if size > policy.max_bytes:
-                            raise DownloadError(f"too large (more than {policy.max_bytes} bytes)")
-                        out.write(chunk)
-                except requests.RequestException as exc:
-                    raise DownloadError(f"transfer failed ({type(exc).__name__})", retry=True) from None
-            if size == 0:
-                raise DownloadError("empty body")
-            width, height, fmt = _probe(tmp)
-            ext = _FORMAT_EXTENSIONS.get(fmt) or _EXTENSIONS.get(content_type, ".img")
-            final = folder / f"{safe_stem(job.key)}{ext}"
-            existed = final.exists()
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        fetched = fetcher.fetch_to_file(job.url, tmp)
+        if fetched.size == 0:
+            raise DownloadError("empty body")
+        width, height, fmt = _probe(tmp)
+        content_type = fetched.content_type.split(";")[0].strip().lower()
+        ext = _FORMAT_EXTENSIONS.get(fmt) or _EXTENSIONS.get(content_type, ".img")
+        final = place_new(tmp, folder, safe_stem(job.key), ext)
+    except (FetchError, DownloadError) as exc:
+        tmp.unlink(missing_ok=True)
+        return DownloadOutcome(job=job, error=_reason(exc))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return DownloadOutcome(
-        job=job,
-        path=final,
-        width=width,
-        height=height,
-        size_bytes=size,
-        mime_type=content_type,
-        created=not existed,
+        job=job, path=final, width=width, height=height, size_bytes=fetched.size, mime_type=content_type
     )
+
+
+def _reason(exc: FetchError | DownloadError) -> str:
+    """The failure as the import report words it; the user's own download, so details help."""
+    if isinstance(exc, FetchHTTPError):
+        return f"HTTP {exc.status}"
+    if isinstance(exc, FetchContentTypeError):
+        return f"not an image (content-type {exc.content_type or 'missing'!r})"
+    if isinstance(exc, FetchTooLarge):
+        return f"too large ({exc})"
+    if isinstance(exc, FetchTimeout):
+        return f"timed out ({exc})"
+    return str(exc)
+
+
+def place_new(tmp: Path, folder: Path, stem: str, ext: str) -> Path:
+    """Move a finished temp file to ``<stem><ext>``, or ``<stem>-<n><ext>`` if that name is taken.
+
+    An existing file is never replaced: another sample (of this dataset or another) may point
+    at it. A hard link claims the name atomically and fails if it exists; where links are not
+    supported, an exclusively created empty file reserves the name before the rename.
+    """
+    for n in range(_MAX_NAME_TRIES):
+        final = folder / (f"{stem}{ext}" if n == 0 else f"{stem}-{n}{ext}")
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            continue
+        except OSError:
+            try:
+                os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                continue
+            os.replace(tmp, final)
+            return final
+        tmp.unlink()
+        return final
+    raise DownloadError(f"no free file name for {stem}{ext} in {folder} after {_MAX_NAME_TRIES} tries")
 
 
 def _probe(path: Path) -> tuple[int, int, str]:

@@ -16,7 +16,8 @@ import fiftyone.core.sample as fos
 from simages_core import SimilarImage
 from simages_core.boxes import scale_box, to_fiftyone
 
-from ._results import ClassFilter, RankedImage, kept_detections
+from ._outcomes import RankedImage
+from ._ranking import ClassFilter, kept_detections
 
 PROVENANCE_FIELDS = (
     "simages_score",

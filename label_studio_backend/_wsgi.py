@@ -22,10 +22,13 @@ from collections import OrderedDict
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from . import __version__
-from .model import AccountError, BackendContext, SimilarImagesBackend
+from .context import AccountError, BackendContext
+from .model import SimilarImagesBackend
 from .settings import BackendSettings
+from .wire import MAX_BODY_BYTES, PredictRequest, SetupRequest, WebhookEvent, parse_json
 
 logger = logging.getLogger("simages_label_studio")
 
@@ -40,11 +43,15 @@ class _ModelCache:
         self._models: OrderedDict[str, SimilarImagesBackend] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, label_config: str) -> SimilarImagesBackend:
+    def get(self, label_config: str, key: str) -> SimilarImagesBackend:
+        """The model for a config; a ``BadRequest`` naming ``key`` when the config is not XML at all."""
         with self._lock:
             model = self._models.get(label_config)
             if model is None:
                 model = SimilarImagesBackend(label_config, context=self.context)
+                if model.schema.syntax_error is not None:
+                    # Not cached: a config that is not XML is the caller's mistake, not a project.
+                    raise BadRequest(f"'{key}' is not a label config: {model.schema.syntax_error}")
                 self._models[label_config] = model
                 while len(self._models) > _MODELS_KEPT:
                     self._models.popitem(last=False)
@@ -60,12 +67,18 @@ def _error(message: str, status: int) -> tuple[Response, int]:
     return jsonify({"error": message, "status": status}), status
 
 
+def _body() -> Any:
+    """The request's JSON document, depth-checked (``wire.parse_json``)."""
+    return parse_json(request.get_data(cache=False), request.content_type)
+
+
 def create_app(settings: BackendSettings | None = None, context: BackendContext | None = None) -> Flask:
     settings = settings or BackendSettings()
     context = context or BackendContext.from_settings(settings)
     models = _ModelCache(context)
     app = Flask("simages_label_studio")
     app.config["SIMAGES_CONTEXT"] = context
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
     @app.before_request
     def _basic_auth() -> Any:
@@ -85,10 +98,6 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
         response.headers["WWW-Authenticate"] = 'Basic realm="simages-label-studio-backend"'
         return response, status
 
-    def _json_body() -> dict[str, Any] | None:
-        body = request.get_json(silent=True)
-        return body if isinstance(body, dict) else None
-
     @app.get("/")
     @app.get("/health")
     def health() -> Any:
@@ -97,49 +106,47 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
                 "status": "UP",
                 "model_class": SimilarImagesBackend.__name__,
                 "backend_version": __version__,
-                "api_url": context.client.base_url,
+                "api_url": context.api_url,
                 "has_api_key": context.client.has_api_key,
             }
         )
 
     @app.post("/setup")
     def setup() -> Any:
-        body = _json_body()
-        if body is None or not isinstance(body.get("schema"), str):
-            return _error("expected a JSON body with the project's label config in 'schema'", 400)
-        model = models.get(body["schema"])
-        return jsonify({"model_version": model.model_version})
+        body = SetupRequest.from_json(_body())
+        model = models.get(body.schema, "schema")
+        answer: dict[str, Any] = {"model_version": model.model_version}
+        if model.schema.problems:
+            answer["warnings"] = list(model.schema.problems)
+        return jsonify(answer)
 
     @app.post("/predict")
     def predict() -> Any:
-        body = _json_body()
-        if body is None:
-            return _error("expected a JSON body", 400)
-        tasks, label_config = body.get("tasks"), body.get("label_config")
-        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
-            return _error("'tasks' must be a list of task objects", 400)
-        if not isinstance(label_config, str):
-            return _error("'label_config' must be the project's label config (XML string)", 400)
-        model = models.get(label_config)
+        body = PredictRequest.from_json(_body())
+        model = models.get(body.label_config, "label_config")
         try:
-            results = model.predict(tasks)
+            results = model.predict(body.tasks)
         except AccountError as exc:
             # Once per batch, with the API's own message: nothing else can succeed until it is fixed.
-            logger.error("the Similar Images API refused the batch of %d tasks: %s", len(tasks), exc)
-            return _error(str(exc), exc.status)
+            logger.error("the Similar Images API refused the batch of %d tasks: %s", len(body.tasks), exc)
+            return _error(context.redact(str(exc)), exc.status)
         logger.info(
             "predicted %d tasks (%d failed) with %s",
-            len(tasks),
+            len(body.tasks),
             sum("error" in r for r in results),
             model.model_version,
         )
-        return jsonify({"results": results, "model_version": model.model_version})
+        answer: dict[str, Any] = {"results": results, "model_version": model.model_version}
+        if not model.schema.servable:
+            # Label Studio ignores this key; a person calling the backend by hand learns why it is empty.
+            answer["warnings"] = list(model.schema.problems)
+        return jsonify(answer)
 
     @app.post("/webhook")
     def webhook() -> Any:
         # Label Studio sends annotation events here; this backend does not train, so it only acknowledges.
-        body = _json_body() or {}
-        logger.debug("webhook %s ignored: this backend does not train", body.get("action"))
+        event = WebhookEvent.from_json(_body())
+        logger.debug("webhook %s ignored: this backend does not train", event.action)
         return jsonify({"status": "ignored", "reason": "this backend does not train"}), 200
 
     @app.route("/versions", methods=["GET", "POST"])
@@ -164,6 +171,21 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
     @app.errorhandler(405)
     def not_allowed(_: Exception) -> Any:
         return _error(f"{request.method} is not allowed on {request.path}", 405)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: Exception) -> Any:
+        return _error(f"the request body is larger than {MAX_BODY_BYTES} bytes", 413)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return _error(exc.description or exc.name, exc.code or 400)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        # Logged once with its traceback (secrets redacted by the log filter); the caller learns
+        # nothing about the internals, and the process keeps serving.
+        logger.exception("unexpected error on %s %s", request.method, request.path)
+        return _error("internal error in the ML backend; its log has the details", 500)
 
     return app
 

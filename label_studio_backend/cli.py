@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
 
 from pydantic import ValidationError
@@ -56,16 +57,24 @@ def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
     from ._wsgi import create_app
 
     app = create_app(settings)
+    context = app.config["SIMAGES_CONTEXT"]
     logging.getLogger("simages_label_studio").info(
-        "serving on http://%s:%d, API %s", args.host, args.port, app.config["SIMAGES_CONTEXT"].client.base_url
+        "serving on http://%s:%d, API %s", args.host, args.port, context.api_url
     )
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="simages-ls")
+    # SIGTERM (docker stop, tests) ends the loop like Ctrl-C, so the ``finally`` below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="simages-ls")
+    finally:
+        context.close()  # the worker pool, the pooled sessions, the cache and the usage ledger
     return 0
 
 
 def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
-    from .expand import ExpandError, expand_project
-    from .model import AccountError
+    from .context import AccountError, redactor_for
+    from .expand import ExpandError, ImportUnconfirmed, expand_project
+
+    redact = redactor_for(settings)
 
     try:
         report = expand_project(
@@ -75,17 +84,22 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
             min_score=args.min_score,
             settings=settings,
         )
+    except ImportUnconfirmed as exc:
+        print(redact(f"simages-ls: {exc}"), file=sys.stderr)
+        return 1
     except ExpandError as exc:
-        print(f"simages-ls: {exc}", file=sys.stderr)
+        print(redact(f"simages-ls: {exc}"), file=sys.stderr)
         return 2
     except (AccountError, SimilarImagesError) as exc:
-        print(f"simages-ls: the Similar Images API refused: {exc}", file=sys.stderr)
+        print(redact(f"simages-ls: the Similar Images API refused: {exc}"), file=sys.stderr)
         return 1
     except Exception as exc:  # label-studio-sdk raises its own ApiError for HTTP errors
         status = getattr(exc, "status_code", None)
         if status is None:
             raise
-        print(f"simages-ls: Label Studio answered {status}: {getattr(exc, 'body', '')}", file=sys.stderr)
+        print(
+            redact(f"simages-ls: Label Studio answered {status}: {getattr(exc, 'body', '')}"), file=sys.stderr
+        )
         return 1
     if args.json:
         print(json.dumps(dataclasses.asdict(report), indent=2))
@@ -94,9 +108,20 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
             f"project {report.project_id}: {report.added} new tasks from {report.source_tasks} source tasks, "
             f"{report.skipped_existing} already in the project, {len(report.failed_tasks)} source tasks failed"
         )
+        for task_id, new_ids in report.landed.items():
+            print(f"  task {task_id}: added tasks {', '.join(map(str, new_ids))}")
         for task_id, reason in report.failed_tasks.items():
-            print(f"  task {task_id}: {reason}")
+            print(f"  task {task_id}: failed: {reason}")
     return 0
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    """One line per bad variable, without its value: a URL or key may hold a secret."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        lines.append(f"  {name}: {error['msg']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,10 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = BackendSettings()
     except ValidationError as exc:
-        print(f"simages-ls: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"simages-ls: invalid settings:\n{_settings_errors(exc)}", file=sys.stderr)
         return 2
+    from .context import redactor_for
+
+    handler = logging.StreamHandler()
+    # On the handler, so records of every logger (the core client's too) pass through it.
+    handler.addFilter(redactor_for(settings))
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
     )
     return _serve(args, settings) if args.command == "serve" else _expand(args, settings)
 

@@ -14,16 +14,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import httpx
 from label_studio_sdk import LabelStudio
 
 from simages_core import MAX_NUM_SIMILAR, Query, SimilarImage
 
+from .context import BackendContext, model_version_for, raise_if_account_error
 from .label_config import ImageTarget, parse_label_config
-from .model import BackendContext, model_version_for, raise_if_account_error
 from .predictions import Thresholds, choices_region, own_rectangle_regions, prediction, vote_choices
 from .settings import BackendSettings
 from .task_images import TaskImage, TaskImageError, image_ref
@@ -37,6 +37,10 @@ class ExpandError(Exception):
     """The project cannot be expanded (no Label Studio credentials, a config without an image, ...)."""
 
 
+class ImportUnconfirmed(ExpandError):
+    """Label Studio accepted the import but did not return one task id per new task."""
+
+
 @dataclass(frozen=True)
 class ExpandReport:
     project_id: int
@@ -46,6 +50,8 @@ class ExpandReport:
     new_task_ids: tuple[int, ...] = ()
     failed_tasks: dict[int, str] = field(default_factory=dict)
     """Source task id -> why its search failed (those tasks added nothing; run again to retry them)."""
+    landed: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    """Source task id -> the ids of the new tasks made from it, as Label Studio reported them."""
 
 
 def _single_target(targets: tuple[ImageTarget, ...]) -> ImageTarget:
@@ -107,14 +113,22 @@ def expand_project(
         )
     owns_context = context is None
     context = context or BackendContext.from_settings(settings)
+    # Our own HTTP client for the SDK, so its connections are closed when expand is done.
     try:
-        return _expand(project_id, task_ids, per_task, min_score, settings, context)
+        with httpx.Client(timeout=60, follow_redirects=True) as http:
+            ls = LabelStudio(
+                base_url=settings.label_studio_url,
+                api_key=settings.label_studio_api_key.get_secret_value(),
+                httpx_client=http,
+            )
+            return _expand(ls, project_id, task_ids, per_task, min_score, settings, context)
     finally:
         if owns_context:
             context.close()
 
 
 def _expand(
+    ls: LabelStudio,
     project_id: int,
     task_ids: list[int] | None,
     per_task: int,
@@ -122,10 +136,6 @@ def _expand(
     settings: BackendSettings,
     context: BackendContext,
 ) -> ExpandReport:
-    assert settings.label_studio_url and settings.label_studio_api_key
-    ls = LabelStudio(
-        base_url=settings.label_studio_url, api_key=settings.label_studio_api_key.get_secret_value()
-    )
     project = ls.projects.get(id=project_id)
     schema = parse_label_config(project.label_config or "", settings.label_map)
     if not schema.servable:
@@ -152,24 +162,25 @@ def _expand(
         try:
             return context.resolver.resolve(image_ref(task, target.value_key), task["id"], need_size=False)
         except TaskImageError as exc:
-            failed[task["id"]] = str(exc)
+            failed[task["id"]] = context.redact(str(exc))
             return None
 
-    with ThreadPoolExecutor(max_workers=settings.max_workers) as pool:
-        images = list(pool.map(resolve, sources))
+    # The context's bounded pool: downloads from Label Studio run concurrently, never unbounded.
+    images = [future.result() for future in [context.executor.submit(resolve, t) for t in sources]]
     searchable = [(task, image) for task, image in zip(sources, images, strict=True) if image is not None]
     queries = [
         Query(url=im.url, image=im.data, num_similar=per_task + 1, labels=True) for _, im in searchable
     ]
-    items = context.client.search_many(queries, max_workers=settings.max_workers)
+    items = context.search_many(queries)
     raise_if_account_error([item.error for item in items])
 
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     new_tasks: list[dict[str, Any]] = []
+    new_sources: list[int] = []  # the source task of each new task, in import order
     skipped = 0
     for (task, _), item in zip(searchable, items, strict=True):
         if item.error is not None or item.result is None:
-            failed[task["id"]] = str(item.error)
+            failed[task["id"]] = context.redact(str(item.error))
             continue
         own_url, own_id = task["data"].get(target.value_key), task["data"].get("simages_id")
         others = [im for im in item.result.images if im.url != own_url and im.id != own_id]
@@ -187,20 +198,37 @@ def _expand(
                     "predictions": [_own_prediction(target, image, context.thresholds, model_version)],
                 }
             )
+            new_sources.append(task["id"])
     for task_id, reason in failed.items():
         logger.warning("task %s: %s", task_id, reason)
 
-    new_ids: tuple[int, ...] = ()
-    if new_tasks:
-        # One bulk import: Label Studio adds all of these tasks or none.
-        # Plain dicts: the SDK sends them as JSON unchanged (its pydantic types would re-validate regions).
-        response = ls.projects.import_tasks(id=project_id, request=cast(Any, new_tasks), return_task_ids=True)
-        new_ids = tuple(getattr(response, "task_ids", None) or ())
+    new_ids = _import(ls, project_id, new_tasks)
+    landed: dict[int, tuple[int, ...]] = {}
+    for source_id, new_id in zip(new_sources, new_ids, strict=True):
+        landed[source_id] = (*landed.get(source_id, ()), new_id)
     return ExpandReport(
         project_id=project_id,
         source_tasks=len(sources),
-        added=len(new_tasks),
+        added=len(new_ids),
         skipped_existing=skipped,
         new_task_ids=new_ids,
         failed_tasks=failed,
+        landed=landed,
     )
+
+
+def _import(ls: LabelStudio, project_id: int, new_tasks: list[dict[str, Any]]) -> tuple[int, ...]:
+    """The ids of the imported tasks, in order; an ``ExpandError`` if Label Studio's answer does not add up."""
+    if not new_tasks:
+        return ()
+    # One bulk import: Label Studio adds all of these tasks or none.
+    # Plain dicts: the SDK sends them as JSON unchanged (its pydantic types would re-validate regions).
+    response = ls.projects.import_tasks(id=project_id, request=cast(Any, new_tasks), return_task_ids=True)
+    new_ids = tuple(int(i) for i in (getattr(response, "task_ids", None) or ()))
+    if len(new_ids) != len(new_tasks):
+        # Reporting a count Label Studio did not confirm would lie about what landed.
+        raise ImportUnconfirmed(
+            f"Label Studio imported {len(new_ids)} of {len(new_tasks)} new tasks into project {project_id} "
+            "without saying which; check the project before running expand again"
+        )
+    return new_ids

@@ -68,6 +68,8 @@ class ProjectSchema:
 
     targets: tuple[ImageTarget, ...]
     problems: tuple[str, ...] = field(default=())
+    syntax_error: str | None = None
+    """Why the config is not a label config at all (not well-formed XML, empty), else ``None``."""
 
     @property
     def servable(self) -> bool:
@@ -119,7 +121,8 @@ def parse_label_config(label_config: str, env_map: dict[str, list[str]] | None =
     try:
         interface = LabelInterface(label_config)
     except Exception as exc:  # the SDK raises several types for malformed XML
-        return ProjectSchema(targets=(), problems=(f"label config cannot be parsed: {exc}",))
+        reason = f"label config cannot be parsed: {exc}"
+        return ProjectSchema(targets=(), problems=(reason,), syntax_error=reason)
 
     images = {obj.name: obj for obj in interface.objects if obj.tag.lower() == "image"}
     by_image: dict[str, dict[str, list[LabelControl]]] = {
@@ -156,4 +159,6 @@ def parse_label_config(label_config: str, env_map: dict[str, list[str]] | None =
         targets.append(ImageTarget(name, value[1:], tuple(controls["rect"]), tuple(controls["choices"])))
     if not images:
         problems.append("the label config has no <Image> tag")
+    elif not targets and not problems:
+        problems.append("no RectangleLabels or Choices tag labels an <Image> (check their toName)")
     return ProjectSchema(tuple(targets), tuple(problems))

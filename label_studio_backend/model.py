@@ -1,8 +1,8 @@
 """``SimilarImagesBackend``: the ``LabelStudioMLBase`` subclass Label Studio talks to.
 
 One prediction per task. For every ``<Image>`` the config labels, the task's
-image is one query; all queries of a batch run concurrently through the core's
-``search_many`` (and its cache). A task whose query failed gets no prediction,
+image is one query; all queries of a batch run concurrently on the process-wide
+pool of ``BackendContext``, through the core client (and its cache). A task whose query failed gets no prediction,
 only an error entry, so "Retrieve predictions" tries it again later; the others
 keep theirs. Errors that no retry of any task can fix (402 daily limit, 401/403
 key problems) are raised once for the whole batch as ``AccountError``.
@@ -12,86 +12,43 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from label_studio_ml.model import LabelStudioMLBase
 
-from simages_core import (
-    InvalidApiKey,
-    MissingApiKey,
-    Query,
-    QuotaExceeded,
-    SearchResult,
-    SimilarImagesClient,
-    SimilarImagesError,
-)
+from simages_core import BatchItem, Query, SearchResult
 
-from . import __version__
-from .label_config import ImageTarget, ProjectSchema, parse_label_config
+from .context import (
+    ACCOUNT_ERRORS,
+    AccountError,
+    BackendContext,
+    model_version_for,
+    raise_if_account_error,
+)
+from .label_config import ImageTarget, parse_label_config
 from .predictions import (
-    Thresholds,
     choices_region,
     near_duplicate,
     prediction,
     rectangle_regions,
     vote_choices,
 )
-from .settings import BackendSettings
-from .task_images import TaskImage, TaskImageError, TaskImageResolver, image_ref
+from .task_images import TaskImage, TaskImageError, image_ref
 
 logger = logging.getLogger("simages_label_studio")
 
-ACCOUNT_ERRORS = (QuotaExceeded, InvalidApiKey, MissingApiKey)
-
-
-class AccountError(Exception):
-    """The API refused the whole batch (daily limit, missing or invalid key): no task can succeed."""
-
-    def __init__(self, error: SimilarImagesError) -> None:
-        self.status = error.status or 401
-        super().__init__(f"{type(error).__name__} ({self.status}): {error.message}")
-
-
-def raise_if_account_error(errors: Sequence[Exception | None]) -> None:
-    """If every query failed for an account reason (402, 401, 403), one ``AccountError`` says so for all."""
-    first = errors[0] if errors else None
-    if isinstance(first, ACCOUNT_ERRORS) and all(isinstance(e, ACCOUNT_ERRORS) for e in errors):
-        raise AccountError(first)
-
-
-@dataclass
-class BackendContext:
-    """What every model instance shares: settings, one pooled API client, one image resolver."""
-
-    settings: BackendSettings
-    client: SimilarImagesClient
-    resolver: TaskImageResolver
-    thresholds: Thresholds = field(init=False)
-
-    def __post_init__(self) -> None:
-        s = self.settings
-        self.thresholds = Thresholds(
-            s.near_duplicate_score, s.aspect_tolerance, s.min_detection_score, s.top_k, s.choice_threshold
-        )
-
-    @classmethod
-    def from_settings(cls, settings: BackendSettings) -> BackendContext:
-        client = SimilarImagesClient(
-            settings.api_key.get_secret_value() if settings.api_key else None,
-            base_url=settings.api_url,
-            cache="auto" if settings.cache else False,
-            pool_size=max(32, settings.max_workers),
-        )
-        ls_key = settings.label_studio_api_key.get_secret_value() if settings.label_studio_api_key else None
-        resolver = TaskImageResolver(settings.label_studio_url, ls_key, settings.image_fetch_timeout)
-        return cls(settings, client, resolver)
-
-    def close(self) -> None:
-        self.client.close()
+# Re-exported: they lived here before ``context.py`` existed.
+__all__ = [
+    "ACCOUNT_ERRORS",
+    "AccountError",
+    "BackendContext",
+    "SimilarImagesBackend",
+    "model_version_for",
+    "raise_if_account_error",
+]
 
 
 @dataclass
@@ -106,11 +63,21 @@ class _Job:
     error: Exception | None = None
 
 
-def _size_or_error(future: Future[tuple[int, int]]) -> tuple[tuple[int, int] | None, TaskImageError | None]:
+def _unexpected(task: dict[str, Any], what: str) -> TaskImageError:
+    """A bug or an unforeseen library error stays with its task: logged once with its traceback."""
+    logger.exception("task %s: unexpected error while %s", task.get("id"), what)
+    return TaskImageError(f"unexpected error while {what} (the backend's log has the details)")
+
+
+def _size_or_error(
+    job: _Job, future: Future[tuple[int, int]]
+) -> tuple[tuple[int, int] | None, Exception | None]:
     try:
         return future.result(), None
     except TaskImageError as exc:
         return None, exc
+    except Exception:
+        return None, _unexpected(job.task, "reading the image size")
 
 
 def _own_size(job: _Job) -> tuple[int, int] | None:
@@ -122,17 +89,14 @@ def _own_size(job: _Job) -> tuple[int, int] | None:
     return None
 
 
-def model_version_for(schema: ProjectSchema, api_url: str) -> str:
-    """Names the API, the label set and the backend version, e.g. ``simages.info/coco_yolov7/labels-1a2b3c4d/backend-0.1.0``."""
-    host = urlparse(api_url).netloc or api_url
-    return f"{host}/coco_yolov7/labels-{schema.digest()}/backend-{__version__}"
-
-
 class SimilarImagesBackend(LabelStudioMLBase):
     """Pre-annotations from the Similar Images API for one project label config."""
 
     def __init__(self, label_config: str | None = None, *, context: BackendContext, **kwargs: Any) -> None:
-        super().__init__(label_config=label_config, **kwargs)
+        # The base class would parse the config again with its own parser, which raises on malformed
+        # XML; ``parse_label_config`` reads it once and reports problems instead.
+        super().__init__(label_config=None, **kwargs)
+        self.label_config = label_config
         self.context = context
         self.schema = parse_label_config(label_config or "", context.settings.label_map)
         self.model_version = model_version_for(self.schema, context.client.base_url)
@@ -156,67 +120,80 @@ class SimilarImagesBackend(LabelStudioMLBase):
     # --- stages --------------------------------------------------------------
 
     def _run(self, jobs: list[_Job]) -> None:
+        # Everything runs on the process-wide pool; only this (request) thread waits on futures.
         ctx = self.context
-        workers = ctx.settings.max_workers
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simages-ls") as pool:
-            # 1. Label Studio-hosted images are downloaded, since they are sent as bytes. A URL elsewhere
-            #    has its size probed alongside the search: boxes need it only afterwards.
-            for job, (image, error) in zip(
-                jobs, pool.map(self._prepare, jobs, [pool] * len(jobs)), strict=True
-            ):
-                job.image, job.error = image, error
-            # 2. Every query at once, through the core client (cache, retries, order kept).
-            ready = [job for job in jobs if job.image is not None]
-            queries = [
-                Query(
-                    url=job.image.url,
-                    image=job.image.data,
-                    num_similar=self._num_similar(job.target),
-                    labels=True,
-                )
-                for job in ready
-                if job.image is not None
-            ]
-            for job, item in zip(ready, ctx.client.search_many(queries, max_workers=workers), strict=True):
-                job.result, job.error = item.result, item.error
-            # 3. Sizes still unknown are probed now, concurrently.
-            unsized = [job for job in jobs if self._settle_size(job)]
-            probes = [
-                pool.submit(ctx.resolver.probe_size, job.image.url)
-                for job in unsized
-                if job.image and job.image.url
-            ]
-            for job, probe in zip(unsized, probes, strict=True):
-                job.size, job.error = _size_or_error(probe)
+        pool = ctx.executor
+        # 1. Label Studio-hosted images are downloaded, since they are sent as bytes.
+        prepared = [pool.submit(self._prepare, job) for job in jobs]
+        for job, future in zip(jobs, prepared, strict=True):
+            job.image, job.error = future.result()
+        # 2. Every query at once, through the core client (cache, retries). A URL elsewhere has its
+        #    size probed alongside its search: boxes need it only afterwards.
+        ready = [job for job in jobs if job.image is not None]
+        searches: list[Future[BatchItem]] = []
+        for job in ready:
+            assert job.image is not None
+            query = Query(
+                url=job.image.url,
+                image=job.image.data,
+                num_similar=self._num_similar(job.target),
+                labels=True,
+            )
+            searches.append(ctx.submit_search(query))
+            if self._needs_probe(job):
+                job.size = pool.submit(ctx.resolver.probe_size, job.image.url or "")
+        for job, search in zip(ready, searches, strict=True):
+            item = search.result()
+            job.result, job.error = item.result, item.error
+        # 3. Sizes still unknown are probed now, concurrently.
+        unsized = [job for job in jobs if self._settle_size(job)]
+        probes = [pool.submit(ctx.resolver.probe_size, job.image.url or "") for job in unsized if job.image]
+        for job, probe in zip(unsized, probes, strict=True):
+            job.size, job.error = _size_or_error(job, probe)
         self._raise_account_error(jobs)
 
-    def _prepare(self, job: _Job, pool: ThreadPoolExecutor) -> tuple[TaskImage | None, Exception | None]:
+    def _prepare(self, job: _Job) -> tuple[TaskImage | None, Exception | None]:
         try:
             ref = image_ref(job.task, job.target.value_key)
             image = self.context.resolver.resolve(ref, job.task.get("id"), need_size=job.target.needs_boxes)
         except TaskImageError as exc:
             return None, exc
+        except Exception:
+            return None, _unexpected(job.task, "reading the task's image")
         job.size = image.size
-        if job.target.needs_boxes and image.url is not None and not self._on_api_host(image.url):
-            job.size = pool.submit(self.context.resolver.probe_size, image.url)
         return image, None
 
+    def _needs_probe(self, job: _Job) -> bool:
+        image = job.image
+        return (
+            job.target.needs_boxes
+            and image is not None
+            and image.url is not None
+            and job.size is None
+            and not self._on_api_host(image.url)
+        )
+
     def _on_api_host(self, url: str) -> bool:
-        return urlparse(url).netloc == urlparse(self.context.client.base_url).netloc
+        # Compared without userinfo: SIMAGES_API_URL may carry credentials, task URLs do not need to.
+        return urlparse(url).netloc.rsplit("@", 1)[-1] == urlparse(self.context.api_url).netloc
 
     @staticmethod
     def _settle_size(job: _Job) -> bool:
         """Fill ``job.size`` from what is known; ``True`` if it must still be probed."""
         if job.error is not None or not job.target.needs_boxes or isinstance(job.size, tuple):
+            if isinstance(job.size, Future):
+                job.size.cancel()  # nobody will read it; free the worker if it has not started
             return False
         # When the API returns the task's very image, its reported size is the task image's: no
         # probe is needed (and one may not reach it, e.g. a localhost URL inside compose).
         own = _own_size(job)
         if own is not None:
+            if isinstance(job.size, Future):
+                job.size.cancel()
             job.size = own
             return False
         if isinstance(job.size, Future):
-            job.size, job.error = _size_or_error(job.size)
+            job.size, job.error = _size_or_error(job, job.size)
             return False
         return True
 
@@ -224,20 +201,23 @@ class SimilarImagesBackend(LabelStudioMLBase):
         # Boxes need only the best match; choices are voted by the top k.
         return self.context.settings.top_k if target.choices else 1
 
-    @staticmethod
-    def _raise_account_error(jobs: list[_Job]) -> None:
+    def _raise_account_error(self, jobs: list[_Job]) -> None:
         """If every query failed for an account reason, say so once for the batch."""
         errors = [job.error for job in jobs]
         raise_if_account_error(errors)
         counts = Counter(str(e) for e in errors if e is not None)
         for message, count in counts.items():
-            logger.warning("%d of %d queries failed: %s", count, len(jobs), message)
+            logger.warning("%d of %d queries failed: %s", count, len(jobs), self.context.redact(message))
 
     def _task_prediction(self, jobs: list[_Job]) -> dict[str, Any]:
         failed = next((job.error for job in jobs if job.error is not None), None)
         if failed is not None:
             # No "result" key: Label Studio skips this task and keeps the others' predictions.
-            return {"error": f"task {jobs[0].task.get('id')}: {failed}", "model_version": self.model_version}
+            # A fetch error says only "could not fetch" here: the task's author must not learn what an
+            # internal address answered. The log has the detail.
+            reason = failed.public_message if isinstance(failed, TaskImageError) else str(failed)
+            message = self.context.redact(f"task {jobs[0].task.get('id')}: {reason}")
+            return {"error": message, "model_version": self.model_version}
         thresholds = self.context.thresholds
         regions: list[dict[str, Any]] = []
         for job in jobs:

@@ -6,6 +6,7 @@ threshold fails loudly with the variable's name instead of mid-prediction.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Annotated
 
@@ -14,13 +15,25 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from simages_core.coco import COCO_CLASSES
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _shown(url: str) -> str:
+    """A URL as an error message may show it: without userinfo, cut to 200 characters."""
+    scheme, sep, rest = url.partition("://")
+    host_and_path = rest if sep else scheme
+    if "@" in host_and_path.split("/", 1)[0]:
+        host_and_path = host_and_path.split("@", 1)[1]
+    return (f"{scheme}://{host_and_path}" if sep else host_and_path)[:200]
+
 
 class BackendSettings(BaseSettings):
     """What a deployer sets. The API URL and key are read by the core client (``SIMAGES_API_URL``/``SIMAGES_API_KEY``)."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
-    api_url: str | None = Field(None, validation_alias="SIMAGES_API_URL")
+    # repr=False: a URL may carry credentials in its userinfo (http://user:pass@host).
+    api_url: str | None = Field(None, validation_alias="SIMAGES_API_URL", repr=False)
     api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("SIMAGES_API_KEY", "TERNAUS_TOKEN"))
     near_duplicate_score: float = Field(0.9, ge=0.0, le=1.0, validation_alias="SIMAGES_NEAR_DUPLICATE_SCORE")
     """A match at or above this similarity may lend its boxes to the task."""
@@ -39,7 +52,7 @@ class BackendSettings(BaseSettings):
     )
     """JSON: project label -> COCO class names, e.g. {"Vehicle": ["car", "truck"]}."""
     label_studio_url: str | None = Field(
-        None, validation_alias=AliasChoices("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST")
+        None, validation_alias=AliasChoices("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"), repr=False
     )
     label_studio_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN")
@@ -47,6 +60,10 @@ class BackendSettings(BaseSettings):
     basic_auth_user: str | None = Field(None, validation_alias="BASIC_AUTH_USER")
     basic_auth_pass: SecretStr | None = Field(None, validation_alias="BASIC_AUTH_PASS")
     image_fetch_timeout: float = Field(30.0, gt=0, validation_alias="SIMAGES_IMAGE_FETCH_TIMEOUT")
+    allow_url_networks: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="SIMAGES_ALLOW_URL_NETWORKS"
+    )
+    """CIDRs the backend may fetch task image URLs from besides public addresses (``10.0.0.0/8,fd00::/8``)."""
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
     @field_validator("label_map", mode="before")
@@ -79,8 +96,41 @@ class BackendSettings(BaseSettings):
     @classmethod
     def _check_ls_url(cls, value: str | None) -> str | None:
         if value and not value.startswith(("http://", "https://")):
-            raise ValueError(f"LABEL_STUDIO_URL must start with http:// or https://, got {value!r}")
+            raise ValueError(f"LABEL_STUDIO_URL must start with http:// or https://, got {_shown(value)!r}")
         return value.rstrip("/") if value else value
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"SIMAGES_API_URL must start with http:// or https://, got {_shown(value)!r}")
+        return value
+
+    @field_validator("allow_url_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError("SIMAGES_ALLOW_URL_NETWORKS must be comma-separated CIDRs like 10.0.0.0/8")
+        networks = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(text, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"SIMAGES_ALLOW_URL_NETWORKS: {text[:60]!r} is not a network (expected CIDR like 10.0.0.0/8)"
+                ) from None
+        return tuple(networks)
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.strip().upper() not in _LOG_LEVELS:
+            raise ValueError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {value[:40]!r}")
+        return value.strip().upper()
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:

@@ -9,7 +9,10 @@
 
 Boxes need the task image's pixel size (to check the aspect ratio and to fill
 ``original_width``/``original_height``). For a URL, ``probe_size`` reads just the
-header bytes, streaming, instead of the whole image.
+header bytes, streaming, instead of the whole image, through the core's guarded
+fetch: anyone who can create tasks names these URLs, so by default only public
+addresses are reached (plus ``SIMAGES_ALLOW_URL_NETWORKS``; the API's own host is
+trusted), and the caller learns "could not fetch", never what the target answered.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ import jwt
 import requests
 from label_studio_sdk._extensions.label_studio_tools.core.utils.io import get_local_path, http_session
 from PIL import Image, ImageFile
+from requests.adapters import HTTPAdapter
+
+from simages_core.fetch import (
+    FetchContentTypeError,
+    Fetcher,
+    FetchError,
+    FetchHTTPError,
+    FetchPolicy,
+    FetchRefused,
+    FetchTooLarge,
+    Resolver,
+    redact_url,
+)
 
 MAX_PROBE_BYTES = 16 * 1024 * 1024
 _HOSTED_PREFIXES = ("/data/", "data/", "/upload/", "upload/", "/storage-data/", "storage-data/")
@@ -34,8 +50,20 @@ _CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
 _EXIF_ORIENTATION = 0x0112
 
 
+# Content types a probe accepts: object stores often serve images as octet-stream; Pillow decides.
+_PROBE_TYPES = ("image/*", "application/octet-stream", "binary/octet-stream")
+
+
 class TaskImageError(Exception):
-    """A task's image cannot be found, fetched or read; the message says which and why."""
+    """A task's image cannot be found, fetched or read; the message says which and why.
+
+    ``str(error)`` is the detail for the backend's log; ``public_message`` is what the task's
+    error entry (seen by whoever made the task) may say: for a fetch, not what the target answered.
+    """
+
+    def __init__(self, message: str, *, public_message: str | None = None) -> None:
+        super().__init__(message)
+        self.public_message = public_message or message
 
 
 @dataclass(frozen=True)
@@ -48,11 +76,18 @@ class TaskImage:
 
 
 class _TimeoutSession(requests.Session):
-    """A session whose requests cannot hang: the SDK's downloader passes no timeout of its own."""
+    """A session whose requests cannot hang: the SDK's downloader passes no timeout of its own.
 
-    def __init__(self, timeout: float) -> None:
+    One per resolver and purpose, with a connection pool as large as the worker pool, so
+    concurrent tasks reuse connections instead of opening a session per download.
+    """
+
+    def __init__(self, timeout: float, pool_size: int = 10) -> None:
         super().__init__()
         self._timeout = timeout
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
@@ -118,18 +153,34 @@ def _jwt_claims(token: str) -> dict[str, Any]:
 
 def image_ref(task: dict[str, Any], value_key: str) -> str:
     """The image reference in a task's data, or a ``TaskImageError`` naming the missing key."""
-    data = task.get("data") or {}
+    data = task.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TaskImageError(f"the task's 'data' must be a JSON object, got {type(data).__name__}")
     ref = data.get(value_key)
-    if not isinstance(ref, str) or not ref.strip():
+    if ref is not None and not isinstance(ref, str):
+        raise TaskImageError(
+            f"no image in data[{value_key!r}]: expected a URL or a Label Studio path, got {type(ref).__name__}"
+        )
+    if not ref or not ref.strip():
         raise TaskImageError(f"no image in data[{value_key!r}]")
     return ref.strip()
 
 
 class TaskImageResolver:
-    """Resolves task image references; thread-safe (one session per call for Label Studio downloads)."""
+    """Resolves task image references; thread-safe (one pooled session for downloads, one for probes)."""
 
     def __init__(
-        self, label_studio_url: str | None, label_studio_api_key: str | None, timeout: float = 30.0
+        self,
+        label_studio_url: str | None,
+        label_studio_api_key: str | None,
+        timeout: float = 30.0,
+        *,
+        pool_size: int = 10,
+        allow_networks: tuple[str, ...] = (),
+        trusted_hosts: tuple[str, ...] = (),
+        resolver: Resolver | None = None,
     ) -> None:
         self.label_studio_url = label_studio_url.rstrip("/") if label_studio_url else None
         self._token = (
@@ -138,7 +189,32 @@ class TaskImageResolver:
             else None
         )
         self.timeout = timeout
-        self._probe_session = _TimeoutSession(timeout)
+        self._download_session = _TimeoutSession(timeout, pool_size)
+        policy = FetchPolicy(
+            allow_networks=allow_networks,
+            timeout=timeout,
+            deadline=timeout,
+            max_bytes=MAX_PROBE_BYTES,
+            content_types=_PROBE_TYPES,
+            resolver=resolver,
+        )
+        self._guarded = Fetcher(policy, pool_size=pool_size)
+        # The deployer's own hosts (Label Studio, the API) may live on a private network.
+        self._trusted = Fetcher(policy.replace(untrusted_caller=False), pool_size=pool_size)
+        self._trusted_hosts = frozenset(
+            h.lower() for h in (*trusted_hosts, _netloc(self.label_studio_url)) if h
+        )
+
+    def close(self) -> None:
+        self._download_session.close()
+        self._guarded.close()
+        self._trusted.close()
+
+    def __enter__(self) -> TaskImageResolver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:  # never show the Label Studio key
         return f"TaskImageResolver(label_studio_url={self.label_studio_url!r})"
@@ -170,7 +246,7 @@ class TaskImageResolver:
         # A throwaway cache folder: the bytes are read at once, and nothing half-written outlives the call.
         with (
             tempfile.TemporaryDirectory(prefix="simages-ls-") as cache_dir,
-            http_session(_TimeoutSession(self.timeout)),
+            http_session(self._download_session),
         ):
             try:
                 path = get_local_path(
@@ -190,27 +266,48 @@ class TaskImageResolver:
                 raise TaskImageError(f"cannot resolve {ref[:200]!r}: {exc}") from None
 
     def probe_size(self, url: str) -> tuple[int, int]:
-        """The displayed pixel size of the image at ``url``, from its first bytes."""
+        """The displayed pixel size of the image at ``url``, from its first bytes (guarded fetch)."""
+        shown = redact_url(url)[:200]
+        # Whoever made the task learns only this: no status, no body, no timing detail.
+        public = f"could not fetch {shown!r}"
+        fetcher = self._trusted if _netloc(url) in self._trusted_hosts else self._guarded
         parser = ImageFile.Parser()
         read = 0
         try:
-            with self._probe_session.get(url, stream=True) as response:
-                response.raise_for_status()
-                for chunk in response.iter_content(64 * 1024):
+            with fetcher.open(url) as response:
+                for chunk in response.iter_chunks():
                     parser.feed(chunk)
                     read += len(chunk)
                     if parser.image is not None:
                         return displayed_size(parser.image)
-                    if read > MAX_PROBE_BYTES:
-                        break
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else "?"
-            raise TaskImageError(f"image {url[:200]!r} answered {status}") from None
-        except requests.RequestException as exc:
-            raise TaskImageError(f"cannot fetch {url[:200]!r}: {type(exc).__name__}") from None
+        except FetchRefused as exc:
+            hint = "; SIMAGES_ALLOW_URL_NETWORKS lists networks the backend may fetch from"
+            raise TaskImageError(
+                f"cannot fetch {shown!r}: {exc}", public_message=f"{public}: {exc}{hint}"
+            ) from None
+        except FetchHTTPError as exc:
+            raise TaskImageError(f"image {shown!r} answered {exc.status}", public_message=public) from None
+        except FetchContentTypeError as exc:
+            raise TaskImageError(f"{shown!r} is not an image: it {exc}", public_message=public) from None
+        except FetchTooLarge:
+            pass  # no size within the cap: reported below
+        except FetchError as exc:
+            raise TaskImageError(f"cannot fetch {shown!r}: {exc}", public_message=public) from None
         except (OSError, SyntaxError, ValueError) as exc:  # PIL's parser raises these for non-images
-            raise TaskImageError(f"{url[:200]!r} is not an image: {exc}") from None
-        raise TaskImageError(f"{url[:200]!r} is not a readable image (no size in the first {read} bytes)")
+            raise TaskImageError(f"{shown!r} is not an image: {exc}", public_message=public) from None
+        raise TaskImageError(
+            f"{shown!r} is not a readable image (no size in the first {read} bytes)", public_message=public
+        )
+
+
+def _netloc(url: str | None) -> str:
+    """``host:port`` of a URL, lower-case and without userinfo; ``""`` for none."""
+    if not url:
+        return ""
+    try:
+        return urlparse(url).netloc.rsplit("@", 1)[-1].lower()
+    except ValueError:
+        return ""
 
 
 def displayed_size(image: Image.Image) -> tuple[int, int]:

@@ -34,6 +34,13 @@ class BackendProcess(ManagedProcess):
             name="simages-ls",
         )
 
+    @property
+    def pid(self) -> int:
+        """The backend's process id (for benchmarks that read its threads and memory)."""
+        if self._proc is None:
+            raise RuntimeError("the backend is not running")
+        return self._proc.pid
+
 
 class LabelStudioProcess(ManagedProcess):
     """Label Studio itself (installed in its own environment), with a scripted admin: tests and the demo.

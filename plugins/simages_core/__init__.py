@@ -1,7 +1,8 @@
 """simages_core: the Similar Images API (simages.info) as typed Python, shared by every integration.
 
 Public API; implementation modules are private (``_client``, ``_models``, ...);
-``protocol`` (the wire contract shared with the local server), ``boxes`` and ``coco`` are public modules.
+``protocol`` (the wire contract shared with the local server), ``boxes``, ``coco`` and ``fetch`` (the
+one guarded way to download a URL) are public modules.
 """
 
 from importlib.metadata import PackageNotFoundError
@@ -14,7 +15,7 @@ except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 from ._cache import ResponseCache
-from ._client import BatchItem, Query, SimilarImagesClient
+from ._client import SimilarImagesClient
 from ._config import HOW_TO_SET_KEY, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
 from ._encoding import EncodedImage, encode_image, open_image
 from ._exceptions import (
@@ -33,7 +34,9 @@ from ._exceptions import (
     TransportError,
 )
 from ._models import Box, Detection, SearchResult, SimilarImage
+from ._query import BatchItem, Query
 from ._usage import DailyUsage, UsageLedger
+from .fetch import FetchError, FetchPolicy, redact_url
 from .protocol import DEFAULT_API_URL, LABELS_COCO_YOLOV7, MAX_NUM_SIMILAR, SearchRequest
 
 __all__ = [
@@ -49,6 +52,8 @@ __all__ = [
     "DecodingError",
     "Detection",
     "EncodedImage",
+    "FetchError",
+    "FetchPolicy",
     "ImageEncodingError",
     "InvalidApiKey",
     "InvalidRequest",
@@ -71,6 +76,7 @@ __all__ = [
     "__version__",
     "encode_image",
     "open_image",
+    "redact_url",
     "resolve_api_key",
     "resolve_base_url",
 ]

@@ -1,8 +1,10 @@
 """On-disk response cache: a paid request is not paid for twice.
 
-Keyed by the API URL and the normalised request (sorted JSON, so field order
-and defaults do not matter); only successful answers are stored. diskcache
-gives atomic, process- and thread-safe access, TTL expiry and a size bound.
+Keyed by a scope (the client's API URL without credentials plus a digest of its
+API key, so two accounts never share answers and no key is stored) and the
+normalised request (sorted JSON, so field order and defaults do not matter); only
+successful answers are stored. diskcache gives atomic, process- and thread-safe
+access, TTL expiry and a size bound. The client treats any failure here as a miss.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .protocol import SearchRequest, parse_body, result_to_body
 
 DEFAULT_TTL_SECONDS = 24 * 3600.0
 DEFAULT_SIZE_LIMIT = 256 * 1024 * 1024
+STORE_TIMEOUT_SECONDS = 5.0
 
 
 class ResponseCache:
@@ -37,16 +40,21 @@ class ResponseCache:
         self.ttl = ttl
         # eviction_policy "least-recently-stored" keeps reads lock-free (no access-time writes).
         self._cache = diskcache.Cache(
-            str(self.directory), size_limit=size_limit, eviction_policy="least-recently-stored"
+            str(self.directory),
+            size_limit=size_limit,
+            eviction_policy="least-recently-stored",
+            # SQLite's busy wait: diskcache's 60 s default would park a search behind a stuck lock.
+            timeout=STORE_TIMEOUT_SECONDS,
         )
 
     @staticmethod
-    def key(base_url: str, request: SearchRequest) -> str:
-        normalised = json.dumps([base_url, request.to_json()], sort_keys=True, separators=(",", ":"))
+    def key(scope: str, request: SearchRequest) -> str:
+        """``scope`` says whose answer it is: the client passes its URL and a key digest, never the key."""
+        normalised = json.dumps([scope, request.to_json()], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
 
-    def get(self, base_url: str, request: SearchRequest) -> SearchResult | None:
-        stored: Any = self._cache.get(self.key(base_url, request))
+    def get(self, scope: str, request: SearchRequest) -> SearchResult | None:
+        stored: Any = self._cache.get(self.key(scope, request))
         if stored is None:
             return None
         result = parse_body(stored, labels_requested=request.labels_requested)
@@ -54,8 +62,8 @@ class ResponseCache:
             images=result.images, info=result.info, labels_requested=result.labels_requested, from_cache=True
         )
 
-    def put(self, base_url: str, request: SearchRequest, result: SearchResult) -> None:
-        self._cache.set(self.key(base_url, request), result_to_body(result), expire=self.ttl)
+    def put(self, scope: str, request: SearchRequest, result: SearchResult) -> None:
+        self._cache.set(self.key(scope, request), result_to_body(result), expire=self.ttl)
 
     def clear(self) -> None:
         self._cache.clear()

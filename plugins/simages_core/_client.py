@@ -1,22 +1,24 @@
 """``SimilarImagesClient``: one pooled HTTP session, retries, cache and usage, typed results.
 
-This is the only module that talks HTTP. Transport exceptions from requests and
-urllib3 are mapped to ``simages_core`` exceptions in ``_send`` and nowhere else.
+This is the only module that sends HTTP to the API. Transport exceptions from
+requests and urllib3 are mapped to ``simages_core`` exceptions by
+``_transport.transport_error`` and nowhere else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from . import __version__
 from ._cache import DEFAULT_TTL_SECONDS, ResponseCache
@@ -26,62 +28,23 @@ from ._config import (
     Timeouts,
     cache_enabled_by_env,
     cache_ttl_from_env,
+    parse_base_url,
     resolve_api_key,
     resolve_base_url,
     simages_home,
 )
 from ._encoding import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageSource, encode_image
-from ._exceptions import ConnectError, MissingApiKey, RequestTimeout, SimilarImagesError, TransportError
+from ._exceptions import MissingApiKey, SimilarImagesError
 from ._models import SearchResult
+from ._query import BatchItem, Query
+from ._transport import CappedRetry, transport_error
 from ._usage import DailyUsage, UsageEvent, UsageLedger
 from .protocol import API_KEY_HEADER, LABELS_COCO_YOLOV7, SearchRequest, parse_response
 
 logger = logging.getLogger("simages_core")
 
 DEFAULT_MAX_WORKERS = 8
-
-
-@dataclass(frozen=True)
-class Query:
-    """One search for ``search_many``: exactly one of ``url``, ``image`` or ``text``.
-
-    ``image`` takes anything the encoder reads (path, bytes, PIL image, array);
-    it is encoded in the worker thread, so encoding runs concurrently too.
-    """
-
-    url: str | None = None
-    image: ImageSource | None = None
-    text: str | None = None
-    num_similar: int = 1
-    labels: bool = False
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """The outcome of one ``Query``: a result, or the error that query alone met."""
-
-    query: Query
-    result: SearchResult | None = None
-    error: SimilarImagesError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class _CappedRetry(Retry):
-    """urllib3's Retry, but a server's ``Retry-After`` cannot make us sleep for hours."""
-
-    max_retry_after: float = 60.0
-
-    def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, self.max_retry_after)
-
-    def new(self, **kw: Any) -> _CappedRetry:
-        retry = super().new(**kw)
-        retry.max_retry_after = self.max_retry_after
-        return retry
+_T = TypeVar("_T")
 
 
 class SimilarImagesClient:
@@ -89,11 +52,13 @@ class SimilarImagesClient:
 
     ``api_key`` defaults to ``SIMAGES_API_KEY``, ``TERNAUS_TOKEN`` or
     ``~/.ternaus/ternaus.json``; ``base_url`` to ``SIMAGES_API_URL`` or
-    https://simages.info. ``cache`` is ``"auto"`` (on unless ``SIMAGES_CACHE=0``,
-    in ``SIMAGES_HOME``), ``True``/``False``, a folder, or a ``ResponseCache``.
+    https://simages.info (``user:pass@`` in it becomes basic auth and is never
+    shown). ``cache`` is ``"auto"`` (on unless ``SIMAGES_CACHE=0``, in
+    ``SIMAGES_HOME``), ``True``/``False``, a folder, or a ``ResponseCache``.
     ``usage`` is ``"auto"`` (a ledger on disk in ``SIMAGES_HOME``), ``None``
-    (in memory) or a ``UsageLedger``. Thread-safe; use as a context manager or
-    call ``close()``.
+    (in memory) or a ``UsageLedger``. A cache or ledger that fails is logged once
+    and bypassed; it never fails a search. Thread-safe; use as a context manager
+    or call ``close()``.
     """
 
     def __init__(
@@ -104,24 +69,38 @@ class SimilarImagesClient:
         timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen dataclass, safe as a default
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008
         cache: ResponseCache | str | Path | bool = "auto",
-        usage: UsageLedger | str | None = "auto",
+        usage: UsageLedger | str | Path | None = "auto",
         max_side: int = DEFAULT_MAX_SIDE,
         jpeg_quality: int = DEFAULT_JPEG_QUALITY,
         pool_size: int = 32,
     ) -> None:
+        if max_side < 16:
+            raise ValueError(f"max_side must be at least 16, got {max_side}")
+        if not 1 <= jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be from 1 to 100, got {jpeg_quality}")
         self._api_key = resolve_api_key(api_key)
-        self.base_url = resolve_base_url(base_url)
+        endpoint = parse_base_url(resolve_base_url(base_url))
+        self.base_url = endpoint.url
         self.timeouts = timeouts
         self.retry = retry
         self.max_side = max_side
         self.jpeg_quality = jpeg_quality
-        self.cache = self._make_cache(cache)
-        self.usage = self._make_ledger(usage)
+        self._stores = _StoreFailures()
+        # A bad setting is the caller's error and raises; only opening the storage may fail softly.
+        ttl = DEFAULT_TTL_SECONDS
+        if cache is not False and not isinstance(cache, ResponseCache):
+            ttl = cache_ttl_from_env(DEFAULT_TTL_SECONDS)
+        self.cache = self._stores.call("response cache (open)", lambda: self._make_cache(cache, ttl), None)
+        self.usage = self._stores.call("usage ledger (open)", lambda: self._make_ledger(usage), None) or UsageLedger()
+        # Cached answers are per account: the key (and URL credentials) enter the cache key as a digest.
+        secret = f"{self._api_key or ''}\n{endpoint.auth or ''}"
+        self._cache_scope = f"{self.base_url} {hashlib.sha256(secret.encode()).hexdigest()[:32]}"
         self._session = requests.Session()
+        self._session.auth = endpoint.auth
         self._session.headers.update(
             {"content-type": "application/json", "user-agent": f"simages-plugins/{__version__}"}
         )
-        max_retry = _CappedRetry(
+        max_retry = CappedRetry(
             total=retry.attempts,
             connect=retry.attempts,
             read=retry.attempts,
@@ -160,9 +139,13 @@ class SimilarImagesClient:
         labels: bool = False,
     ) -> SearchResult:
         """Find images similar to a URL, an image or a text; ``labels`` adds COCO-YOLOv7 detections."""
-        return self.send(
-            self.build_request(url=url, image=image, text=text, num_similar=num_similar, labels=labels)
+        return self.search_query(
+            Query(url=url, image=image, text=text, num_similar=num_similar, labels=labels)
         )
+
+    def search_query(self, query: Query) -> SearchResult:
+        """Run one validated ``Query`` (what ``search`` and each ``search_many`` item do)."""
+        return self.send(self._request_for(query))
 
     def search_many(
         self, queries: Iterable[Query], *, max_workers: int = DEFAULT_MAX_WORKERS
@@ -171,10 +154,13 @@ class SimilarImagesClient:
         queries = list(queries)
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        for position, query in enumerate(queries):
+            if not isinstance(query, Query):
+                raise TypeError(f"search_many takes Query objects, got {type(query).__name__} at {position}")
         if not queries:
             return []
         with ThreadPoolExecutor(max_workers=min(max_workers, len(queries))) as pool:
-            return list(pool.map(self._run_query, queries))
+            return list(pool.map(self.run_query, queries))
 
     def build_request(
         self,
@@ -186,36 +172,29 @@ class SimilarImagesClient:
         labels: bool = False,
     ) -> SearchRequest:
         """Validate and encode a search without sending it (raises ``InvalidRequest``)."""
-        encoded = (
-            encode_image(image, max_side=self.max_side, quality=self.jpeg_quality).data
-            if image is not None
-            else None
-        )
-        return SearchRequest(
-            url=url,
-            image=encoded,
-            text=text,
-            num_similar=num_similar,
-            get_labels=LABELS_COCO_YOLOV7 if labels else None,
+        return self._request_for(
+            Query(url=url, image=image, text=text, num_similar=num_similar, labels=labels)
         )
 
     def send(self, request: SearchRequest) -> SearchResult:
         """Send a validated request, through the cache when one is configured."""
-        if self.cache is not None:
-            cached = self.cache.get(self.base_url, request)
+        cache = self.cache
+        if cache is not None:
+            cached = self._stores.call("response cache read", lambda: cache.get(self._cache_scope, request), None)
             if cached is not None:
-                self.usage.record(UsageEvent.CACHED)
+                self._record(UsageEvent.CACHED)
                 return cached
         if self._api_key is None:
             raise MissingApiKey(f"no API key found: {HOW_TO_SET_KEY}", status=None)
         try:
             result = self._send(request)
         except SimilarImagesError:
-            self.usage.record(UsageEvent.FAILED)
+            self._record(UsageEvent.FAILED)
             raise
-        self.usage.record(UsageEvent.SENT)
-        if self.cache is not None:
-            self.cache.put(self.base_url, request, result)
+        # The answer is paid for: from here on nothing may turn it into an error.
+        self._record(UsageEvent.SENT)
+        if cache is not None:
+            self._stores.call("response cache write", lambda: cache.put(self._cache_scope, request, result), None)
         return result
 
     def usage_today(self) -> DailyUsage:
@@ -224,8 +203,8 @@ class SimilarImagesClient:
     def close(self) -> None:
         self._session.close()
         if self.cache is not None:
-            self.cache.close()
-        self.usage.close()
+            self._stores.call("response cache (close)", self.cache.close, None)
+        self._stores.call("usage ledger (close)", self.usage.close, None)
 
     def __enter__(self) -> SimilarImagesClient:
         return self
@@ -235,18 +214,37 @@ class SimilarImagesClient:
 
     # --- internals -----------------------------------------------------------
 
-    def _run_query(self, query: Query) -> BatchItem:
+    def _request_for(self, query: Query) -> SearchRequest:
+        encoded = (
+            encode_image(query.image, max_side=self.max_side, quality=self.jpeg_quality).data
+            if query.image is not None
+            else None
+        )
+        return SearchRequest(
+            url=query.url,
+            image=encoded,
+            text=query.text,
+            num_similar=query.num_similar,
+            get_labels=LABELS_COCO_YOLOV7 if query.labels else None,
+        )
+
+    def run_query(self, query: Query) -> BatchItem:
+        """Run one ``Query`` and never raise: the result, or the error this query alone met.
+
+        What each ``search_many`` item does; integrations that keep their own executor submit it.
+        """
         try:
-            result = self.search(
-                url=query.url,
-                image=query.image,
-                text=query.text,
-                num_similar=query.num_similar,
-                labels=query.labels,
-            )
+            result = self.search_query(query)
         except SimilarImagesError as exc:
             return BatchItem(query=query, error=exc)
+        except Exception:
+            # A bug must not take the rest of a batch with it; the traceback is logged once.
+            logger.exception("unexpected error in a search")
+            return BatchItem(query=query, error=SimilarImagesError("unexpected error in the search (see the log)"))
         return BatchItem(query=query, result=result)
+
+    def _record(self, event: UsageEvent) -> None:
+        self._stores.call("usage ledger write", lambda: self.usage.record(event), None)
 
     def _send(self, request: SearchRequest) -> SearchResult:
         assert self._api_key is not None
@@ -260,29 +258,22 @@ class SimilarImagesClient:
                 timeout=(self.timeouts.connect, self.timeouts.read),
             )
             content = response.content
-        except requests.exceptions.Timeout as exc:
-            raise RequestTimeout(f"no answer from {self.base_url} in time: {_reason(exc)}") from None
-        except requests.exceptions.ConnectionError as exc:
-            if "timed out" in str(exc).lower():
-                raise RequestTimeout(f"no answer from {self.base_url} in time: {_reason(exc)}") from None
-            raise ConnectError(f"cannot reach {self.base_url}: {_reason(exc)}") from None
-        except requests.exceptions.RequestException as exc:
-            raise TransportError(f"request to {self.base_url} failed: {_reason(exc)}") from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise transport_error(exc, self.base_url) from None
         logger.debug("POST %s %s -> %s", self.base_url, request.kind, response.status_code)
         return parse_response(response.status_code, content, labels_requested=request.labels_requested)
 
-    def _make_cache(self, cache: ResponseCache | str | Path | bool) -> ResponseCache | None:
+    def _make_cache(self, cache: ResponseCache | str | Path | bool, ttl: float) -> ResponseCache | None:
         if isinstance(cache, ResponseCache):
             return cache
         if cache is False or (cache == "auto" and not cache_enabled_by_env()):
             return None
-        ttl = cache_ttl_from_env(DEFAULT_TTL_SECONDS)
         if cache is True or cache == "auto":
             return ResponseCache(simages_home() / "responses", ttl=ttl)
         return ResponseCache(Path(cache), ttl=ttl)
 
     @staticmethod
-    def _make_ledger(usage: UsageLedger | str | None) -> UsageLedger:
+    def _make_ledger(usage: UsageLedger | str | Path | None) -> UsageLedger:
         if isinstance(usage, UsageLedger):
             return usage
         if usage == "auto":
@@ -292,13 +283,25 @@ class SimilarImagesClient:
         return UsageLedger(Path(usage))
 
 
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a transport error, short, without request details."""
-    inner: BaseException = exc
-    seen = 0
-    while seen < 5:
-        nxt = getattr(inner, "reason", None) or inner.__cause__ or inner.__context__
-        if not isinstance(nxt, BaseException):
-            break
-        inner, seen = nxt, seen + 1
-    return f"{type(inner).__name__}: {inner}"[:300]
+class _StoreFailures:
+    """Runs cache and ledger operations so that their failure is logged, never raised.
+
+    A full disk, a locked or corrupt database must not fail a search that has
+    already been answered (and billed): a failed read is a miss, a failed write is
+    skipped. Each operation is logged once at WARNING with the reason, then at DEBUG.
+    """
+
+    def __init__(self) -> None:
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def call(self, what: str, operation: Callable[[], _T], fallback: _T) -> _T:
+        try:
+            return operation()
+        except Exception as exc:  # any storage failure is bypassed, by design
+            with self._lock:
+                first = what not in self._warned
+                self._warned.add(what)
+            level = logging.WARNING if first else logging.DEBUG
+            logger.log(level, "%s failed, carrying on without it: %s: %s", what, type(exc).__name__, exc)
+            return fallback

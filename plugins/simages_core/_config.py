@@ -7,9 +7,11 @@ can come from the environment, so deployed backends are configured without code.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from platformdirs import user_cache_dir
 
@@ -77,6 +79,38 @@ def resolve_base_url(explicit: str | None = None) -> str:
     return url.rstrip("/") or url
 
 
+@dataclass(frozen=True)
+class ApiEndpoint:
+    """The API URL split into what may be shown and stored, and the credentials it carried."""
+
+    url: str
+    """Scheme, host, port and path: no userinfo, safe for logs, messages and cache keys."""
+    auth: tuple[str, str] | None = None
+    """``user:password`` from the URL, sent as HTTP basic auth and never shown."""
+
+
+def parse_base_url(url: str) -> ApiEndpoint:
+    """Check an API URL and move any ``user:pass@`` out of it; ``ValueError`` names the problem.
+
+    The message shows the URL without its credentials.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port that is not a number
+        raise ValueError(f"API URL is not a valid URL ({exc})") from None
+    netloc = (f"[{host}]" if host and ":" in host else host or "") + (f":{port}" if port else "")
+    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"API URL must be http(s)://host[:port][/path], got {shown!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"API URL must not have a query or fragment: {shown!r}")
+    auth = None
+    if parts.username is not None or parts.password is not None:
+        auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return ApiEndpoint(url=shown.rstrip("/") or shown, auth=auth)
+
+
 def simages_home() -> Path:
     """Root folder for the response cache and usage ledger (``SIMAGES_HOME`` overrides)."""
     return Path(os.environ.get(ENV_HOME) or user_cache_dir("simages-plugins"))
@@ -91,6 +125,9 @@ def cache_ttl_from_env(default: float) -> float:
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise ValueError(f"{ENV_CACHE_TTL} must be a number of seconds, got {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{ENV_CACHE_TTL} must be a positive number of seconds, got {raw[:40]!r}")
+    return value

@@ -14,7 +14,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -31,9 +31,6 @@ DEFAULT_JPEG_QUALITY = 85
 # Pillow's own bomb check warns at ~89 MP and fails at twice that; we refuse
 # earlier, from the header alone, before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 100_000_000
-
-# A truncated file must be an error, never a half-grey image sent to a paid API.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 @dataclass(frozen=True)
@@ -96,25 +93,27 @@ def _load(source: ImageSource, *, max_pixels: int, draft_to: int | None) -> Imag
         return source
     if isinstance(source, np.ndarray):
         return _from_array(source)
+    check_image_source(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if not source:
-            raise ImageEncodingError("image bytes are empty")
-        fp: Any = io.BytesIO(bytes(source))
+        raw: BinaryIO = io.BytesIO(bytes(source))
         what = "image bytes"
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageEncodingError(f"no image file at {str(path)!r}")
-        fp = path
-        what = f"{path.name!r}"
     else:
-        raise ImageEncodingError(
-            f"unsupported image type {type(source).__name__}: "
-            "give a file path, bytes, a PIL image or a numpy array"
-        )
+        path = _as_path(source)
+        try:
+            raw = path.open("rb")
+        except OSError as exc:
+            raise ImageEncodingError(f"image file {_shown(path)} cannot be read: {exc.strerror}") from None
+        what = repr(path.name)
+    with raw:
+        return _decode(_EofWatch(raw), what, max_pixels=max_pixels, draft_to=draft_to)
+
+
+def _decode(fp: _EofWatch, what: str, *, max_pixels: int, draft_to: int | None) -> Image.Image:
     image: Image.Image
     try:
-        image = Image.open(fp)
+        image = Image.open(cast(BinaryIO, fp))
+        # From here on, running out of data is truncation (getexif may already load a PNG).
+        fp.watching = True
         width, height = image.size
         if width * height > max_pixels:
             raise ImageEncodingError(
@@ -128,6 +127,10 @@ def _load(source: ImageSource, *, max_pixels: int, draft_to: int | None) -> Imag
             if scale < 1 and isinstance(image, ImageFile.ImageFile):
                 image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
         image.load()
+        if fp.hit_eof:
+            # Pillow stops silently at the end of the data when a host set the process-wide
+            # ImageFile.LOAD_TRUNCATED_IMAGES; a half-grey image must never reach a paid API.
+            raise ImageEncodingError(f"{what} could not be decoded: image file is truncated")
         image = ImageOps.exif_transpose(image)
     except ImageEncodingError:
         raise
@@ -135,22 +138,105 @@ def _load(source: ImageSource, *, max_pixels: int, draft_to: int | None) -> Imag
         raise ImageEncodingError(f"{what} refused as a decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise ImageEncodingError(f"{what} is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Pillow reports truncated or corrupt data as OSError/SyntaxError.
-        raise ImageEncodingError(f"{what} could not be decoded: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow reports truncated or corrupt data as OSError/SyntaxError, but a hostile file
+        # can also raise struct.error, IndexError, ...; each is this image's problem alone.
+        raise ImageEncodingError(f"{what} could not be decoded: {type(exc).__name__}: {exc!s:.200}") from None
     image._simages_source_size = upright  # type: ignore[attr-defined]
     return image
 
 
-def _from_array(array: np.ndarray) -> Image.Image:
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+def check_image_source(source: object) -> None:
+    """Cheap checks of an image input before any decoding; raises ``ImageEncodingError`` (field ``image``).
+
+    The type, that bytes are not empty, that an array has an image's shape, and that
+    a path names an existing file: a missing file is reported as such, never as a
+    decoding or base64 problem. ``Query`` runs this when it is built.
+    """
+    if isinstance(source, Image.Image):
+        return
+    if isinstance(source, np.ndarray):
+        _check_array_shape(source)
+        return
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageEncodingError("image bytes are empty")
+        return
+    if isinstance(source, (str, os.PathLike)):
+        path = _as_path(source)
+        try:
+            if path.stat().st_size == 0 and path.is_file():
+                raise ImageEncodingError(f"image file {_shown(path)} is empty")
+        except (FileNotFoundError, NotADirectoryError):
+            hint = "pass a web image as url=" if _shown(source).startswith(("http://", "https://")) else None
+            raise ImageEncodingError(
+                f"image file not found: {_shown(source)} ({hint or 'no image file at that path'})"
+            ) from None
+        except OSError as exc:  # too long, no permission, a loop of links...
+            raise ImageEncodingError(f"image file {_shown(path)} cannot be read: {exc.strerror}") from None
+        if not path.is_file():
+            raise ImageEncodingError(f"image path {_shown(path)} is a folder or device, not an image file")
+        return
+    raise ImageEncodingError(
+        f"unsupported image type {type(source).__name__}: give a file path, bytes, a PIL image or a numpy array"
+    )
+
+
+def _as_path(source: str | os.PathLike[Any]) -> Path:
+    raw = os.fspath(source)
+    text = os.fsdecode(raw)
+    if not text.strip():
+        raise ImageEncodingError("image path is empty")
+    if "\x00" in text:
+        raise ImageEncodingError(f"image path {text[:80]!r} contains a NUL character")
+    return Path(text)
+
+
+def _shown(path: str | os.PathLike[Any]) -> str:
+    """The path as the caller wrote it (``Path`` would turn ``https://`` into ``https:/``), cut if long."""
+    text = os.fsdecode(os.fspath(path))
+    return text if len(text) <= 120 else text[:57] + "..." + text[-60:]
+
+
+class _EofWatch:
+    """A binary file that notes when a read finds nothing left while ``watching``.
+
+    That is how a truncated image shows while Pillow decodes it, whatever the
+    process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` says (hosts such as FiftyOne
+    or Label Studio may set it; we never touch it).
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.watching = False
+        self.hit_eof = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._raw.read(-1 if size is None else size)
+        if self.watching and not data and size != 0:
+            self.hit_eof = True
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def _check_array_shape(array: np.ndarray) -> None:
+    squeezed = array.shape[:2] if array.ndim == 3 and array.shape[2] == 1 else array.shape
+    if len(squeezed) not in (2, 3) or (len(squeezed) == 3 and array.shape[2] not in (3, 4)):
         raise ImageEncodingError(
             f"array of shape {array.shape} is not an image: expected HxW, HxWx3 (RGB) or HxWx4 (RGBA)"
         )
     if array.size == 0:
         raise ImageEncodingError("array image is empty")
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    _check_array_shape(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
     if array.dtype != np.uint8:
         array = _to_uint8(array)
     return Image.fromarray(np.ascontiguousarray(array))

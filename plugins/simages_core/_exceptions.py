@@ -33,7 +33,14 @@ class ApiError(SimilarImagesError):
 class InvalidRequest(ApiError):
     """400: the request is malformed. Also raised before any network call by local validation.
 
-    ``field`` names the offending request field when it is known.
+    ``field`` names what was wrong, so an integration can point at its own input:
+
+    - ``"url"``, ``"image"``, ``"text"``: that query value (``image`` covers a missing
+      file, an unreadable or undecodable image and an unsupported type);
+    - ``"url/image/text"``: not exactly one of the three was given;
+    - ``"num_similar"``: not an integer from 1 to 50;
+    - ``"get_labels"``: not ``"coco_yolov7"`` (``Query.labels`` not a bool);
+    - ``None``: the server's 400 did not say which.
     """
 
     def __init__(self, message: str, *, status: int | None = 400, field: str | None = None) -> None:

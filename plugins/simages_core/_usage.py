@@ -43,7 +43,8 @@ class UsageLedger:
 
     def __init__(self, directory: str | Path | None = None) -> None:
         self._store: diskcache.Cache | dict[str, int]
-        self._store = diskcache.Cache(str(directory)) if directory is not None else {}
+        # A short busy wait: a locked ledger must not hold up a search (the client skips the count).
+        self._store = diskcache.Cache(str(directory), timeout=5.0) if directory is not None else {}
         self._lock = threading.Lock()
 
     def record(self, event: UsageEvent, day: dt.date | None = None) -> None:

@@ -14,21 +14,42 @@ from typing import TextIO
 
 from . import __version__
 from ._client import SimilarImagesClient
+from ._config import ENV_API_URL, parse_base_url, resolve_base_url
 from ._exceptions import InvalidRequest, SimilarImagesError
 from ._models import SearchResult
+from ._query import Query
 from .protocol import MAX_NUM_SIMILAR, result_to_body
 
 EXIT_OK, EXIT_API_ERROR, EXIT_INVALID = 0, 1, 2
+MAX_USAGE_DAYS = 366
+
+# The request rules live in the core (``Query``); the CLI only says which option was wrong.
+OPTION_FOR_FIELD = {
+    "url": "--url",
+    "image": "--image",
+    "text": "--text",
+    "num_similar": "--num-similar",
+    "get_labels": "--labels",
+    "url/image/text": "--url/--image/--text",
+}
 
 
-def _num_similar(raw: str) -> int:
+def _days(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_NUM_SIMILAR}") from None
-    if not 1 <= value <= MAX_NUM_SIMILAR:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_NUM_SIMILAR}, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a whole number of days, got {raw!r}") from None
+    if not 1 <= value <= MAX_USAGE_DAYS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_USAGE_DAYS}, got {value}")
     return value
+
+
+def _as_int_if_integer(raw: str) -> int | str:
+    """Text to int when it is one; anything else goes to the core as is, which says what is wrong."""
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,13 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--url", help="URL of the query image")
     query.add_argument("--image", metavar="PATH", help="image file to search with")
     query.add_argument("--text", help="text query")
-    search.add_argument("-n", "--num-similar", type=_num_similar, default=1, help="1..50 (default 1)")
+    search.add_argument("-n", "--num-similar", default="1", help=f"1..{MAX_NUM_SIMILAR} (default 1)")
     search.add_argument("--labels", action="store_true", help="add COCO-YOLOv7 detections")
     search.add_argument("--json", action="store_true", help="print the result body as JSON")
     search.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
 
     usage = commands.add_parser("usage", help="requests sent, cached and failed per day")
-    usage.add_argument("--days", type=int, default=7, help="how many days back (default 7)")
+    usage.add_argument("--days", type=_days, default=7, help="how many days back (default 7)")
     return parser
 
 
@@ -61,21 +82,24 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     args = build_parser().parse_args(argv)
     try:
         if args.command == "usage":
-            with SimilarImagesClient(api_key=args.api_key, base_url=args.api_url, cache=False) as client:
+            with _client(args, cache=False) as client:
                 _print_usage(client, args.days, out)
             return EXIT_OK
-        with SimilarImagesClient(
-            api_key=args.api_key, base_url=args.api_url, cache=False if args.no_cache else "auto"
-        ) as client:
-            result = client.search(
-                url=args.url,
-                image=args.image,
-                text=args.text,
-                num_similar=args.num_similar,
-                labels=args.labels,
-            )
+        query = Query(
+            url=args.url,
+            image=args.image,
+            text=args.text,
+            num_similar=_as_int_if_integer(args.num_similar),  # type: ignore[arg-type]
+            labels=args.labels,
+        )
+        with _client(args, cache=False if args.no_cache else "auto") as client:
+            result = client.search_query(query)
+    except _BadOption as exc:
+        print(f"simages: invalid {exc.option}: {exc.reason}", file=err)
+        return EXIT_INVALID
     except InvalidRequest as exc:
-        print(f"simages: invalid request: {exc}", file=err)
+        option = OPTION_FOR_FIELD.get(exc.field or "")
+        print(f"simages: invalid {option or 'request'}: {exc.message}", file=err)
         return EXIT_INVALID
     except SimilarImagesError as exc:
         print(f"simages: {type(exc).__name__}: {exc}", file=err)
@@ -86,6 +110,23 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     else:
         out.write(format_table(result))
     return EXIT_OK
+
+
+class _BadOption(Exception):
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option, self.reason = option, reason
+
+
+def _client(args: argparse.Namespace, *, cache: bool | str) -> SimilarImagesClient:
+    try:
+        parse_base_url(resolve_base_url(args.api_url))
+    except ValueError as exc:
+        raise _BadOption("--api-url" if args.api_url else ENV_API_URL, str(exc)) from None
+    try:
+        return SimilarImagesClient(api_key=args.api_key, base_url=args.api_url, cache=cache)
+    except ValueError as exc:  # a setting from the environment, e.g. SIMAGES_CACHE_TTL
+        raise _BadOption("setting", str(exc)) from None
 
 
 def format_table(result: SearchResult) -> str:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._exceptions import ApiError, DecodingError, InvalidRequest, error_for_status
+from ._exceptions import ApiError, DecodingError, InvalidRequest, SimilarImagesError, error_for_status
 from ._models import Detection, SearchResult, SimilarImage
 
 DEFAULT_API_URL = "https://simages.info"
@@ -45,7 +45,7 @@ class SearchRequest:
     get_labels: str | None = None
 
     def __post_init__(self) -> None:
-        _validate(self.url, self.image, self.text, self.num_similar, self.get_labels)
+        check_request_fields(self.url, self.image, self.text, self.num_similar, self.get_labels)
 
     @property
     def kind(self) -> str:
@@ -77,8 +77,33 @@ class SearchRequest:
         )
 
 
-def _validate(url: object, image: object, text: object, num_similar: object, get_labels: object) -> None:
-    given = [name for name, value in zip(QUERY_FIELDS, (url, image, text), strict=False) if value is not None]
+ImageCheck = Callable[[object], None]
+"""Checks a request's ``image`` value, raising ``InvalidRequest`` (field ``image``) when it is not acceptable."""
+
+
+def _check_base64_field(value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest("'image' must be a non-empty string", field="image")
+
+
+def check_request_fields(
+    url: object,
+    image: object,
+    text: object,
+    num_similar: object,
+    get_labels: object,
+    *,
+    check_image: ImageCheck = _check_base64_field,
+) -> None:
+    """The rules of a search request, the only copy of them.
+
+    ``SearchRequest`` (the wire form, ``image`` is base64) and the client's ``Query``
+    (``image`` is any image source: ``check_image`` says how to check it) both call
+    this, so the client, the integrations and the server cannot disagree. Raises
+    ``InvalidRequest`` whose ``field`` is ``url``, ``image``, ``text``,
+    ``num_similar``, ``get_labels``, or ``url/image/text`` for the exactly-one rule.
+    """
+    given = [name for name, value in zip(QUERY_FIELDS, (url, image, text), strict=True) if value is not None]
     if len(given) != 1:
         found = ", ".join(given) if given else "none"
         raise InvalidRequest(
@@ -86,17 +111,26 @@ def _validate(url: object, image: object, text: object, num_similar: object, get
             field="url/image/text",
         )
     name = given[0]
-    value = {"url": url, "image": image, "text": text}[name]
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidRequest(f"'{name}' must be a non-empty string", field=name)
-    if name == "url":
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidRequest("'url' must be an http or https URL with a host", field="url")
+    if name == "image":
+        check_image(image)
+    else:
+        value = url if name == "url" else text
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidRequest(f"'{name}' must be a non-empty string", field=name)
+        if name == "url":
+            try:
+                parts = urlsplit(value)
+                host = parts.hostname
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                host = None
+            # Raw whitespace is never part of a URL (it would be percent-encoded): a typo, refused here.
+            if host is None or parts.scheme not in ("http", "https") or any(c.isspace() for c in value):
+                raise InvalidRequest("'url' must be an http or https URL with a host", field="url")
     # bool is an int subclass in Python but not an integer in JSON terms.
     if isinstance(num_similar, bool) or not isinstance(num_similar, int):
         raise InvalidRequest(
-            f"'num_similar' must be an integer from {MIN_NUM_SIMILAR} to {MAX_NUM_SIMILAR}",
+            f"'num_similar' must be an integer from {MIN_NUM_SIMILAR} to {MAX_NUM_SIMILAR}, "
+            f"got {_describe(num_similar)}",
             field="num_similar",
         )
     if not MIN_NUM_SIMILAR <= num_similar <= MAX_NUM_SIMILAR:
@@ -106,9 +140,17 @@ def _validate(url: object, image: object, text: object, num_similar: object, get
         )
     if get_labels is not None and get_labels not in SUPPORTED_LABELS:
         raise InvalidRequest(
-            f"'get_labels' must be {LABELS_COCO_YOLOV7!r} when given, got {get_labels!r}",
+            f"'get_labels' must be {LABELS_COCO_YOLOV7!r} when given, got {_describe(get_labels)}",
             field="get_labels",
         )
+
+
+def _describe(value: object) -> str:
+    """A short, safe echo of a bad value: scalars as written (cut at 40 characters), containers by type."""
+    if value is None or isinstance(value, (str, int, float)):
+        text = repr(value) if not isinstance(value, int) or value.bit_length() < 128 else "a huge integer"
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"a {type(value).__name__}"
 
 
 # --- envelopes (server side builds, client side parses) ---------------------
@@ -155,19 +197,40 @@ def parse_response(http_status: int, content: bytes, *, labels_requested: bool) 
     Handles an HTTP error status, a non-200 ``statusCode`` inside an HTTP 200
     envelope, a ``body`` that is a JSON string or an object, and (tolerantly) a
     bare body without an envelope, as an API gateway in proxy mode would send.
+    Whatever the bytes, the only exceptions are ``SimilarImagesError`` subclasses:
+    one malformed answer must fail its own query, never a whole batch.
     """
+    try:
+        return _parse_response(http_status, content, labels_requested=labels_requested)
+    except SimilarImagesError:
+        raise
+    except RecursionError:
+        raise DecodingError(_TOO_DEEP) from None
+    except Exception as exc:  # any other surprise in a hostile answer
+        raise DecodingError(f"response could not be parsed ({type(exc).__name__}: {exc!s:.160})") from None
+
+
+_TOO_DEEP = "response JSON is nested too deeply to be the documented shape"
+
+
+def _parse_response(http_status: int, content: bytes, *, labels_requested: bool) -> SearchResult:
+    too_deep = False
     try:
         envelope = json.loads(content)
     except (ValueError, UnicodeDecodeError):
         envelope = None
+    except RecursionError:
+        envelope, too_deep = None, True
     if http_status != 200:
         raise _error_from(http_status, envelope, content)
+    if too_deep:
+        raise DecodingError(_TOO_DEEP)
     if not isinstance(envelope, dict):
         raise DecodingError(f"response is not a JSON object: {_snippet(content)!r}")
     status = envelope.get("statusCode", 200)
     if status != 200:
         if not isinstance(status, int) or isinstance(status, bool):
-            raise DecodingError(f"'statusCode' must be an integer, got {status!r}")
+            raise DecodingError(f"'statusCode' must be an integer, got {status!r:.60}")
         raise _error_from(status, envelope, content)
     if "body" in envelope:
         body: Any = envelope["body"]
@@ -189,7 +252,7 @@ def _error_from(status: int, envelope: Any, content: bytes) -> ApiError:
         message = envelope.get("error") or envelope.get("message")
     if not isinstance(message, str) or not message:
         message = _snippet(content) or f"HTTP {status}"
-    return error_for_status(status, message)
+    return error_for_status(status, message[:500])
 
 
 def _snippet(content: bytes, limit: int = 200) -> str:

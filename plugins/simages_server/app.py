@@ -22,6 +22,7 @@ import numpy as np
 from werkzeug.wrappers import Request, Response
 
 from simages_core import InvalidRequest, SearchResult, SimilarImage, open_image
+from simages_core.fetch import RedactingFilter, redact_text
 from simages_core.protocol import (
     API_KEY_HEADER,
     CORS_HEADERS,
@@ -30,13 +31,14 @@ from simages_core.protocol import (
     success_envelope,
 )
 
-from .embedders import DescriptorEmbedder, ImageEmbedder, OnnxEmbedder
-from .fetch import FetchPolicy, fetch_image_bytes
+from .embedders import DescriptorEmbedder, ImageEmbedder
+from .fetch import Fetcher, FetchPolicy, fetch_query_image
 from .index import ImageIndex
 from .keys import DailyQuota, digest
 from .text_search import TextIndex
 
 logger = logging.getLogger("simages_server")
+logger.addFilter(RedactingFilter())  # no URL credentials in any line, tracebacks included
 
 # The documented messages, so clients see what simages.info would say.
 MISSING_KEY = "Missing an API key"
@@ -61,16 +63,23 @@ class ServerSettings:
 
 class SimilarImagesApp:
     def __init__(
-        self, index: ImageIndex, settings: ServerSettings, embedder: ImageEmbedder | None = None
+        self,
+        index: ImageIndex,
+        settings: ServerSettings,
+        embedder: ImageEmbedder | None = None,
+        detector_info: dict[str, Any] | None = None,
     ) -> None:
         self.index = index
         self.settings = settings
         self.embedder = embedder or DescriptorEmbedder()
+        # Labels are computed at index time; the detector is reported, not run, by the server.
+        self.detector_info = detector_info
         if self.embedder.name != index.embedder:
             raise ValueError(
                 f"index was built with {index.embedder}, server embedder is {self.embedder.name}"
             )
         self.quota = DailyQuota(settings.quota_path, settings.daily_limit)
+        self.fetcher = Fetcher(settings.fetch, pool_size=16)  # url queries, pooled across threads
         self._own_netlocs = {urlsplit(settings.public_url).netloc} if settings.public_url else set()
         self.text_index = TextIndex(
             [
@@ -102,7 +111,9 @@ class SimilarImagesApp:
         if request.method == "OPTIONS":
             return _preflight()
         if request.path == "/health" and request.method == "GET":
-            return _json({"status": "ok", "images": len(self.index), "embedder": self.index.embedder}, 200)
+            models = {"embedder": self.embedder.info(), "detector": self.detector_info}
+            health = {"status": "ok", "images": len(self.index), "embedder": self.index.embedder, "models": models}
+            return _json(_without_credentials(health), 200)  # model or API URLs may carry userinfo
         if self.settings.latency_ms:
             time.sleep(self.settings.latency_ms / 1000)  # simulated network latency (benchmarks, demos)
         if request.path == "/" and request.method == "POST":
@@ -155,7 +166,9 @@ class SimilarImagesApp:
         if not raw.strip():
             raise InvalidRequest("request body is empty: send a JSON object with 'url', 'image' or 'text'")
         try:
-            return json.loads(raw)
+            return json.loads(raw, parse_constant=_no_constants)
+        except RecursionError:  # json's C scanner recurses per level: 50,000 '[' would be a 500
+            raise InvalidRequest("request body is nested too deeply to be a search request") from None
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("request body is not valid JSON") from None
 
@@ -191,7 +204,7 @@ class SimilarImagesApp:
             own = self._own_image_position(search.url, request)
             if own is not None:
                 return self.index.embeddings[own]
-            data = fetch_image_bytes(search.url, self.settings.fetch)
+            data = fetch_query_image(self.fetcher, search.url)
         else:
             assert search.image is not None
             data = _decode_base64(search.image)
@@ -212,9 +225,24 @@ class SimilarImagesApp:
         return position
 
     def _text_hits(self, text: str, k: int) -> list[tuple[int, float]]:
-        if isinstance(self.embedder, OnnxEmbedder) and self.embedder.supports_text:
+        if self.embedder.supports_text:  # CLIP: text and images share one space
             return self.index.nearest(self.embedder.embed_texts([text])[0], k)
         return self.text_index.top(text, k)
+
+
+def _no_constants(name: str) -> Any:
+    raise InvalidRequest(f"request body is not valid JSON: {name} is not a JSON value")
+
+
+def _without_credentials(value: Any) -> Any:
+    """Every string inside ``value`` with URL credentials redacted."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {key: _without_credentials(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_credentials(item) for item in value]
+    return value
 
 
 def _decode_base64(data: str) -> bytes:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .embedders import ImageEmbedder
 from .keys import ENV_SERVER_KEYS
+from .models import ModelError
+
+if TYPE_CHECKING:
+    from .detector import YoloDetector
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--coco", type=Path, help="COCO annotations (ground truth or a detector's predictions)"
     )
-    _add_onnx_options(index)
+    _add_model_options(index)
+    index.add_argument(
+        "--iou", type=float, help="detector NMS IoU threshold (default 0.65, or as recorded in the index)"
+    )
+    index.add_argument(
+        "--conf", type=float, help="detector confidence threshold (default 0.25, or as recorded in the index)"
+    )
+    index.add_argument("--workers", type=int, help="decoding threads (default: up to 4)")
 
     serve = commands.add_parser("serve", help="answer POST / like simages.info")
     serve.add_argument("--index", type=Path, required=True)
@@ -51,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="add this delay to every answer (to simulate a remote API)",
     )
-    _add_onnx_options(serve)
+    _add_model_options(serve)
 
     demo = commands.add_parser(
         "demo", help="write the demo collection (scikit-image photos + variants) and index it"
@@ -62,23 +76,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_onnx_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--onnx-image-model", type=Path, help="CLIP-style image encoder (.onnx); never downloaded"
-    )
+        "--clip-model", type=Path, metavar="DIR",
+        help="CLIP model folder in the immich/open_clip ONNX layout (default: as recorded in the index)",
+    )  # fmt: skip
     parser.add_argument(
-        "--onnx-text-model", type=Path, help="matching text encoder (.onnx), for text queries"
-    )
+        "--detector", type=Path, metavar="FILE.onnx",
+        help="YOLOv7 COCO detector exported to ONNX (default: as recorded in the index)",
+    )  # fmt: skip
 
 
-def _embedder(args: argparse.Namespace) -> ImageEmbedder:
-    from .embedders import DescriptorEmbedder, OnnxEmbedder
+def _recorded_models(index_dir: Path) -> dict[str, Any]:
+    meta_path = index_dir / "index.json"
+    if not meta_path.is_file():
+        return {}
+    models = json.loads(meta_path.read_text(encoding="utf-8")).get("models")
+    return models if isinstance(models, dict) else {}
 
-    if args.onnx_image_model:
-        return OnnxEmbedder(args.onnx_image_model, args.onnx_text_model)
-    if args.onnx_text_model:
-        raise SystemExit("simages-server: --onnx-text-model needs --onnx-image-model")
-    return DescriptorEmbedder()
+
+@contextmanager
+def _recorded_hint(index_dir: Path, flag: str, *, from_record: bool) -> Iterator[None]:
+    """A model the index names but that cannot be loaded: say where the path came from and what to do."""
+    try:
+        yield
+    except ModelError as exc:
+        if not from_record:
+            raise
+        raise ModelError(
+            f"{exc} (the path is recorded in {index_dir / 'index.json'}; if the model moved, pass {flag})"
+        ) from None
+
+
+def _models(args: argparse.Namespace, index_dir: Path, *, serving: bool) -> tuple[ImageEmbedder, YoloDetector | None]:
+    """The models flags name, else the ones the index records; serving never mixes models silently."""
+    from .clip import ClipEmbedder
+    from .detector import DEFAULT_CONF, DEFAULT_IOU, YoloDetector
+    from .embedders import DescriptorEmbedder
+
+    recorded = _recorded_models(index_dir)
+    embedder_rec = recorded.get("embedder") or {}
+    detector_rec = recorded.get("detector") or {}
+    clip_dir = args.clip_model or (Path(embedder_rec["folder"]) if embedder_rec.get("kind") == "clip" else None)
+    with _recorded_hint(index_dir, "--clip-model DIR", from_record=args.clip_model is None):
+        embedder: ImageEmbedder = ClipEmbedder(clip_dir) if clip_dir else DescriptorEmbedder()
+    detector_path = args.detector or (Path(detector_rec["file"]) if detector_rec.get("file") else None)
+    if detector_path is None:
+        return embedder, None
+    iou = getattr(args, "iou", None)
+    conf = getattr(args, "conf", None)
+    with _recorded_hint(index_dir, "--detector FILE.onnx", from_record=args.detector is None):
+        detector = YoloDetector(
+            detector_path,
+            iou=iou if iou is not None else float(detector_rec.get("iou", DEFAULT_IOU)),
+            conf=conf if conf is not None else float(detector_rec.get("conf", DEFAULT_CONF)),
+        )
+    if serving and detector.name != detector_rec.get("name"):
+        labelled_by = (
+            f"{detector_rec['name']} ({detector_rec.get('file')})" if detector_rec.get("name") else "no detector"
+        )
+        raise ValueError(
+            f"the index at {index_dir} was labelled by {labelled_by}, not {detector.name} ({detector_path}): "
+            f"label a new index with `simages-server index ... --detector {detector_path}`"
+        )
+    return embedder, detector
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,8 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _index(args: argparse.Namespace) -> int:
     from .index import build_index
 
-    report = build_index(args.images_dir, args.out, coco=args.coco, embedder=_embedder(args))
-    print(f"indexed {report.added} new image(s); {report.total} in {args.out}; skipped {len(report.skipped)}")
+    embedder, detector = _models(args, args.out, serving=False)
+    report = build_index(
+        args.images_dir, args.out, coco=args.coco, embedder=embedder, detector=detector, workers=args.workers
+    )
+    print(
+        f"indexed {report.added} new image(s); {report.total} in {args.out}; "
+        f"labelled {report.labelled}; skipped {len(report.skipped)}"
+    )
     for line in report.skipped:
         print(f"  skipped {line}")
     return 0
@@ -138,7 +205,8 @@ def _serve(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         public_url=args.public_url,
     )
-    app = SimilarImagesApp(index, settings, _embedder(args))
+    embedder, detector = _models(args, args.index, serving=True)
+    app = SimilarImagesApp(index, settings, embedder, detector.info() if detector else None)
     logging.getLogger("simages_server").info(
         "serving %d images on http://%s:%d (%d key(s), daily limit %s)",
         len(index), args.host, args.port, len(keys), args.daily_limit or "none",

@@ -4,15 +4,17 @@
 numpy and Pillow, no model weights (none can be downloaded here, and no PyPI
 package ships CLIP weights). It finds near-duplicates (resized, recompressed,
 lightly cropped, colour-shifted copies) and, more loosely, images of similar
-colour and layout; it knows nothing of semantics. ``OnnxEmbedder`` runs
-user-supplied CLIP-style encoders for real semantic search.
+colour and layout; it knows nothing of semantics. ``clip.ClipEmbedder`` runs a
+user's own CLIP model folder for real semantic search.
+
+Embedding is split in two so indexing can overlap them: ``prepare`` (one image,
+runs in worker threads) and ``embed_prepared`` (a batch, runs the model).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -25,8 +27,27 @@ class ImageEmbedder(Protocol):
     @property
     def dim(self) -> int: ...
 
+    @property
+    def supports_text(self) -> bool: ...
+
+    def info(self) -> dict[str, Any]:
+        """What ``/health`` reports about this embedder."""
+        ...
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Per-image work (decoding is done; resizing, normalising): thread-safe."""
+        ...
+
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """One L2-normalised float32 row per prepared image, stacked on axis 0."""
+        ...
+
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         """One L2-normalised float32 row per RGB image."""
+        ...
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text, in the images' space (only if ``supports_text``)."""
         ...
 
 
@@ -44,10 +65,20 @@ class DescriptorEmbedder:
 
     name: str = "descriptor-v1"
     side: int = 96
+    supports_text: bool = False  # text queries use the keyword search over labels and captions
 
     @property
     def dim(self) -> int:
         return 8 * 4 * 4 + 4 * (4 * 3 * 3) + 16 * 8 + 12 * 12
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": "descriptor", "name": self.name}
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        return self._describe(image)
+
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        return l2_normalise(batch) if len(batch) else np.zeros((0, self.dim), np.float32)
 
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         return (
@@ -55,6 +86,9 @@ class DescriptorEmbedder:
             if images
             else np.zeros((0, self.dim), np.float32)
         )
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError("the descriptor has no text encoder: text queries use keyword search")
 
     def _describe(self, image: Image.Image) -> np.ndarray:
         # A fixed square thumbnail: aspect changes from light crops barely move it.
@@ -106,69 +140,3 @@ def _tiny_image(grey: np.ndarray, side: int) -> np.ndarray:
     )
     tiny = tiny.astype(np.float32).ravel()
     return (tiny - tiny.mean()) / max(float(tiny.std()), 1e-6)
-
-
-class OnnxEmbedder:
-    """User-supplied CLIP-style ONNX encoders, run with onnxruntime; nothing is ever downloaded.
-
-    The image model takes float32 ``[N, 3, S, S]`` (RGB, scaled to [0, 1] then
-    normalised with CLIP's mean and std) and returns ``[N, D]``; the text model,
-    if given, takes int64 token ids ``[N, L]`` and returns ``[N, D]``. Tokens are
-    produced by ``tokenize`` (a byte-level fallback: real CLIP text encoders need
-    their own tokenizer, which the user supplies by subclassing).
-    """
-
-    MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-    STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
-
-    def __init__(
-        self, image_model: str | Path, text_model: str | Path | None = None, *, text_length: int = 77
-    ):
-        import onnxruntime  # optional dependency: the [onnx] extra
-
-        for path in (image_model, text_model):
-            if path is not None and not Path(path).is_file():
-                raise FileNotFoundError(f"ONNX model not found: {path}")
-        options = onnxruntime.SessionOptions()
-        providers = ["CPUExecutionProvider"]
-        self._image = onnxruntime.InferenceSession(str(image_model), options, providers=providers)
-        self._text = (
-            onnxruntime.InferenceSession(str(text_model), options, providers=providers)
-            if text_model
-            else None
-        )
-        shape = self._image.get_inputs()[0].shape
-        self.side = shape[-1] if isinstance(shape[-1], int) else 224
-        self.text_length = text_length
-        self.dim = int(self._image.get_outputs()[0].shape[-1])
-        self.name = f"onnx:{Path(image_model).name}"
-
-    @property
-    def supports_text(self) -> bool:
-        return self._text is not None
-
-    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        batch = np.stack(
-            [
-                (np.asarray(im.convert("RGB").resize((self.side, self.side)), np.float32) / 255.0 - self.MEAN)
-                / self.STD
-                for im in images
-            ]
-        ).transpose(0, 3, 1, 2)
-        (out,) = self._image.run(None, {self._image.get_inputs()[0].name: batch.astype(np.float32)})
-        return l2_normalise(np.asarray(out, np.float32))
-
-    def tokenize(self, texts: list[str]) -> np.ndarray:
-        tokens = np.zeros((len(texts), self.text_length), np.int64)
-        for i, text in enumerate(texts):
-            encoded = list(text.lower().encode("utf-8"))[: self.text_length]
-            tokens[i, : len(encoded)] = encoded
-        return tokens
-
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        if self._text is None:
-            raise RuntimeError("no ONNX text encoder configured")
-        (out,) = self._text.run(None, {self._text.get_inputs()[0].name: self.tokenize(texts)})
-        return l2_normalise(np.asarray(out, np.float32))

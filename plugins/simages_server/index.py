@@ -2,7 +2,8 @@
 
 On disk (every file replaced atomically, so an interrupted build leaves the old index intact):
 ``index.json`` (metadata), ``manifest.jsonl`` (one image a line), ``embeddings.npy``
-(float32, rows in manifest order) and ``thumbnails/{id}.webp``.
+(float32, rows in manifest order) and ``thumbnails/{id}.webp``. ``index.json`` also records
+which models built the index; ``indexing.py`` builds and grows it.
 """
 
 from __future__ import annotations
@@ -18,19 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from simages_core import Detection, ImageEncodingError, open_image
+from simages_core import Detection
 from simages_core.boxes import clamp_box, scale_box
 from simages_core.coco import YOLO_CLASS_INDEX
-
-from .embedders import DescriptorEmbedder, ImageEmbedder
 
 logger = logging.getLogger("simages_server")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 THUMBNAIL_SIDE = 256
-EMBED_BATCH = 32
 FORMAT_VERSION = 1
 
 
@@ -78,6 +75,8 @@ class BuildReport:
     skipped: list[str]
     """Files that could not be read as images, with the reason."""
     total: int
+    labelled: int = 0
+    """Images the detector labelled in this run (new ones and earlier ones that had no labels)."""
 
 
 def image_id_for(relative_path: str) -> str:
@@ -89,7 +88,13 @@ class ImageIndex:
     """An index loaded in memory: one matrix product answers a visual query."""
 
     def __init__(
-        self, root: Path, images_dir: Path, records: list[IndexedImage], embeddings: np.ndarray, embedder: str
+        self,
+        root: Path,
+        images_dir: Path,
+        records: list[IndexedImage],
+        embeddings: np.ndarray,
+        embedder: str,
+        models: dict[str, Any] | None = None,
     ) -> None:
         if len(records) != embeddings.shape[0]:
             raise ValueError(
@@ -98,8 +103,15 @@ class ImageIndex:
         self.root = root
         self.images_dir = images_dir
         self.records = records
-        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        # A memory map stays one (indexing reads the old rows without loading them all).
+        self.embeddings = (
+            embeddings
+            if isinstance(embeddings, np.memmap)
+            else np.ascontiguousarray(embeddings, dtype=np.float32)
+        )
         self.embedder = embedder
+        self.models: dict[str, Any] = models or {}
+        """Which models built the index (``embedder``, ``detector``: names, files, digests)."""
         self._by_id = {record.id: i for i, record in enumerate(records)}
 
     def __len__(self) -> int:
@@ -130,7 +142,7 @@ class ImageIndex:
     # --- persistence ---------------------------------------------------------
 
     @classmethod
-    def load(cls, root: str | Path) -> ImageIndex:
+    def load(cls, root: str | Path, *, mmap: bool = False) -> ImageIndex:
         root = Path(root)
         meta_path = root / "index.json"
         if not meta_path.is_file():
@@ -140,8 +152,12 @@ class ImageIndex:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         with (root / "manifest.jsonl").open(encoding="utf-8") as fh:
             records = [IndexedImage.from_json(json.loads(line)) for line in fh if line.strip()]
-        embeddings = np.load(root / "embeddings.npy") if records else np.zeros((0, meta["dim"]), np.float32)
-        return cls(root, Path(meta["images_dir"]), records, embeddings, meta["embedder"])
+        embeddings = (
+            np.load(root / "embeddings.npy", mmap_mode="r" if mmap else None)
+            if records
+            else np.zeros((0, meta["dim"]), np.float32)
+        )
+        return cls(root, Path(meta["images_dir"]), records, embeddings, meta["embedder"], meta.get("models"))
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -151,6 +167,7 @@ class ImageIndex:
             "dim": int(self.embeddings.shape[1]),
             "count": len(self.records),
             "images_dir": str(self.images_dir.resolve()),
+            "models": self.models,
         }
         # Embeddings and manifest first, metadata last: index.json names a consistent pair.
         _atomic_write(self.root / "embeddings.npy", lambda fh: np.save(fh, self.embeddings))
@@ -190,65 +207,11 @@ def list_images(images_dir: Path) -> list[str]:
     return sorted(found)
 
 
-def build_index(
-    images_dir: str | Path,
-    out: str | Path,
-    *,
-    coco: str | Path | None = None,
-    embedder: ImageEmbedder | None = None,
-    progress: bool = True,
-) -> BuildReport:
-    """Index a folder, or add its new images to an existing index at ``out``."""
-    from tqdm import tqdm
+def build_index(images_dir: str | Path, out: str | Path, **options: Any) -> BuildReport:
+    """Index a folder, or add its new images to an existing index: see ``indexing.build_index``."""
+    from .indexing import build_index as build  # indexing imports this module
 
-    images_dir, out = Path(images_dir), Path(out)
-    if not images_dir.is_dir():
-        raise NotADirectoryError(f"not a folder: {images_dir}")
-    chosen: ImageEmbedder = embedder if embedder is not None else DescriptorEmbedder()
-    if (out / "index.json").is_file():
-        index = ImageIndex.load(out)
-        if index.embedder != chosen.name:
-            raise ValueError(
-                f"index at {out} was built with {index.embedder}, not {chosen.name}: use a new --out"
-            )
-        if index.images_dir.resolve() != images_dir.resolve():
-            raise ValueError(f"index at {out} is of {index.images_dir}, not {images_dir}")
-    else:
-        index = ImageIndex(out, images_dir, [], np.zeros((0, chosen.dim), np.float32), chosen.name)
-    known = {record.file for record in index.records}
-    new_files = [rel for rel in list_images(images_dir) if rel not in known]
-    (out / "thumbnails").mkdir(parents=True, exist_ok=True)
-
-    records, rows, skipped = list(index.records), [index.embeddings], []
-    batch: list[tuple[str, Image.Image]] = []
-
-    def flush() -> None:
-        if batch:
-            rows.append(chosen.embed_images([im for _, im in batch]))
-            for rel, im in batch:
-                records.append(IndexedImage(id=image_id_for(rel), file=rel, width=im.width, height=im.height))
-            batch.clear()
-
-    for rel in tqdm(new_files, desc="indexing", unit="img", disable=not progress):
-        try:
-            image = open_image(images_dir / rel)
-        except ImageEncodingError as exc:
-            skipped.append(f"{rel}: {exc}")
-            logger.warning("skipped %s: %s", rel, exc)
-            continue
-        thumb = image.copy()
-        thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-        thumb.save(out / "thumbnails" / f"{image_id_for(rel)}.webp", format="WEBP", quality=80)
-        batch.append((rel, image))
-        if len(batch) >= EMBED_BATCH:
-            flush()
-    flush()
-
-    if coco is not None:
-        records = apply_coco(records, load_coco_labels(Path(coco)))
-    updated = ImageIndex(out, images_dir, records, np.concatenate(rows), chosen.name)
-    updated.save()
-    return BuildReport(added=len(records) - len(index.records), skipped=skipped, total=len(records))
+    return build(images_dir, out, **options)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,29 @@
-"""Run ``simages-server serve`` in a subprocess on a free loopback port: for tests, benchmarks and the demo."""
+"""Run ``simages-server serve`` in a subprocess on a free loopback port: for tests, benchmarks and the demo.
+
+Every ``ManagedProcess`` runs in its own process group and is tracked until stopped, so a
+test can never leave one behind: ``stop`` ends the whole group, ``stop_all`` (also run at
+interpreter exit) ends whatever is still running, and ``live_processes`` lets a test session
+check that nothing was left.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
 import requests
+
+_LIVE: set[ManagedProcess] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 def free_port() -> int:
@@ -52,32 +64,80 @@ class ManagedProcess:
         return {**os.environ, **(self.env or {})}
 
     def start(self: _P) -> _P:
+        """Start and wait for health; a process already running is left as it is (``with p.start()`` is fine)."""
+        if self.running:
+            return self
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(self.args, env=self._environment(), stdout=log, stderr=log)
+        try:
+            self._proc = subprocess.Popen(
+                self.args,
+                env=self._environment(),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=os.name == "posix",  # its own group: stop() ends its children too
+            )
+        finally:
+            if not isinstance(log, int):
+                log.close()  # the child has its own copy
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self._proc.returncode}; see {self.log_path}")
-            try:
-                if requests.get(self.health_url, timeout=1).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
+        with requests.Session() as http:
+            http.trust_env = False  # a proxy from the environment must not see loopback health checks
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self._proc.returncode}; see {self.log_path}"
+                    )
+                try:
+                    if http.get(self.health_url, timeout=1).ok:
+                        return
+                except requests.RequestException:
+                    pass
+                time.sleep(0.1)  # polling a process that is starting up: no event to wait on
         raise RuntimeError(f"{self.name} did not answer {self.health_url} within {self.startup_timeout:g} s")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
+        """Terminate the process group, kill it after 10 s; safe to call twice, also after a failed start."""
+        proc, self._proc = self._proc, None
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        if proc is None:
+            return
+        if proc.returncode is None:
+            self._signal(proc, signal.SIGTERM)
+            if not _exited_unreaped(proc.pid, timeout=10):
+                self._signal(proc, signal.SIGKILL)
+        # The leader is a zombie until reaped below, so its group id cannot have been reused:
+        # whatever it started (same group) is ended too.
+        self._signal(proc, signal.SIGKILL)
+        proc.wait()
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        try:
+            if os.name == "posix":
+                os.killpg(proc.pid, sig)
+            elif proc.poll() is None:
+                proc.kill()
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is already gone
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -90,6 +150,39 @@ class ManagedProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _exited_unreaped(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited without reaping it (so its pid and group id stay reserved)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not hasattr(os, "waitid"):  # not Linux: reaping is the only way to wait
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                    return True
+            except ChildProcessError:
+                return True
+        elif os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        time.sleep(0.05)  # a process shutting down signals nothing we could block on here
+    return False
+
+
+def live_processes() -> list[ManagedProcess]:
+    """Every ``ManagedProcess`` started and not yet stopped."""
+    with _LIVE_LOCK:
+        return list(_LIVE)
+
+
+def stop_all() -> list[ManagedProcess]:
+    """Stop every ``ManagedProcess`` still running; returns those that were (a leak, for a report)."""
+    leaked = live_processes()
+    for process in leaked:
+        process.stop()
+    return leaked
+
+
+atexit.register(stop_all)
 
 
 class ServerProcess(ManagedProcess):

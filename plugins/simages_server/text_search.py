@@ -4,7 +4,7 @@ A query like "two dogs and a person on a sofa" becomes the concepts
 {dog, person, couch}; an image scores by the share of concepts its detections
 contain (weighted by their detection score) plus word overlap with its caption.
 It cannot understand relations, attributes or anything outside the 80 COCO
-classes and the captions; an ONNX text encoder lifts that limit.
+classes and the captions; a CLIP model folder (`--clip-model`, `clip.py`) lifts that limit.
 """
 
 from __future__ import annotations

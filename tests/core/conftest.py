@@ -7,6 +7,8 @@ retries exactly as they would to simages.info.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,8 @@ class Reply:
     body: bytes | dict[str, Any] | str = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    reset_after: int | None = None
+    """Send the headers and this many body bytes, then reset the connection (RST)."""
 
 
 @dataclass
@@ -92,6 +96,15 @@ class ScriptedApi:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
+                    if reply.reset_after is not None:
+                        self.wfile.write(data[: reply.reset_after])
+                        self.wfile.flush()
+                        # SO_LINGER 0: close() sends RST instead of FIN, a connection reset mid-response.
+                        linger = struct.pack("ii", 1, 0)
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                        self.connection.close()
+                        self.close_connection = True
+                        return
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
@@ -128,9 +141,15 @@ FAST_RETRY = simages_core.RetryPolicy(attempts=2, backoff_factor=0.01, backoff_j
 
 
 def make_client(api: ScriptedApi, **kwargs: Any) -> simages_core.SimilarImagesClient:
-    options: dict[str, Any] = {"api_key": "test-key-123", "cache": False, "usage": None, "retry": FAST_RETRY}
+    options: dict[str, Any] = {
+        "api_key": "test-key-123",
+        "base_url": api.url,
+        "cache": False,
+        "usage": None,
+        "retry": FAST_RETRY,
+    }
     options.update(kwargs)
-    return simages_core.SimilarImagesClient(base_url=api.url, **options)
+    return simages_core.SimilarImagesClient(**options)
 
 
 SAMPLE_BODY = {

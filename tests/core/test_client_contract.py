@@ -260,20 +260,29 @@ def test_non_json_error_page_keeps_status_and_text(scripted_api):
 # --- batch, cache, usage ---------------------------------------------------------
 
 
-def test_search_many_keeps_order_and_isolates_errors(scripted_api):
+def test_search_many_keeps_order_and_isolates_errors(scripted_api, tmp_path):
+    # A Query is validated when built, so a bad num_similar never reaches a batch.
+    with pytest.raises(sc.InvalidRequest) as invalid:
+        sc.Query(text="dog", num_similar=0)
+    assert invalid.value.field == "num_similar"
+    # A file that disappears between building the query and running it fails in the batch.
+    vanishing = tmp_path / "gone.png"
+    Image.new("RGB", (8, 8)).save(vanishing)
     scripted_api.script(scripted_api.success(SAMPLE_BODY))
     queries = [
         sc.Query(text="cat"),
         sc.Query(image=b"not an image"),
         sc.Query(url="https://example.com/a.jpg", num_similar=2),
-        sc.Query(text="dog", num_similar=0),
+        sc.Query(image=vanishing),
     ]
+    vanishing.unlink()
     with make_client(scripted_api) as client:
         items = client.search_many(queries, max_workers=4)
     assert [item.query for item in items] == queries
     assert [item.ok for item in items] == [True, False, True, False]
     assert isinstance(items[1].error, sc.ImageEncodingError)
-    assert isinstance(items[3].error, sc.InvalidRequest) and items[3].error.field == "num_similar"
+    assert isinstance(items[3].error, sc.InvalidRequest) and items[3].error.field == "image"
+    assert "image file not found" in str(items[3].error)
     assert len(items[0].result.images) == 2
     assert len(scripted_api.received) == 2
 

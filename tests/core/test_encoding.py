@@ -154,3 +154,60 @@ def test_decompression_bomb_is_refused_from_the_header():
         encode_image(_png_claiming(50_000, 50_000))
     with pytest.raises(ImageEncodingError, match="decompression bomb"):
         encode_image(_jpeg_bytes(Image.new("RGB", (200, 200))), max_pixels=1000)
+
+
+def _truncated(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((300, 200), 60).convert("RGB").save(buf, format=fmt)
+    data = buf.getvalue()
+    return data[: len(data) * 2 // 3]
+
+
+@pytest.fixture(params=[False, True], ids=["global-false", "global-true"])
+def load_truncated_global(request):
+    """Pillow's process-wide flag as a host (FiftyOne, Label Studio) may set it; restored afterwards."""
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = request.param
+    try:
+        yield request.param
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_truncated_file_is_refused_whatever_the_global_says(load_truncated_global, fmt, tmp_path):
+    from PIL import ImageFile
+
+    data = _truncated(fmt)
+    with pytest.raises(ImageEncodingError, match="could not be decoded"):
+        encode_image(data)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(data)
+    with pytest.raises(ImageEncodingError, match="could not be decoded"):
+        open_image(path)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is load_truncated_global  # we never touch it
+
+
+def test_complete_files_still_encode_with_the_global_set(load_truncated_global):
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"):
+        buf = io.BytesIO()
+        Image.effect_noise((300, 200), 60).convert("RGB").save(buf, format=fmt)
+        assert encode_image(buf.getvalue()).width == 300
+
+
+@pytest.mark.parametrize("initial", ["True", "False"])
+def test_importing_the_core_leaves_pillows_global_alone(initial):
+    import subprocess
+    import sys
+
+    code = (
+        "from PIL import ImageFile\n"
+        f"ImageFile.LOAD_TRUNCATED_IMAGES = {initial}\n"
+        "import simages_core, simages_core.cli\n"
+        "print(ImageFile.LOAD_TRUNCATED_IMAGES)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == initial

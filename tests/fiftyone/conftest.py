@@ -12,6 +12,7 @@ from pathlib import Path
 
 import fo_helpers
 import pytest
+from fo_proxy import BreakingProxy
 
 # Importing fo_helpers (above) created the throwaway folders and set the FIFTYONE_* variables.
 unique_name = fo_helpers.unique_name
@@ -59,3 +60,20 @@ def make_dataset(local_api, cleanup_datasets) -> Callable[..., fo.Dataset]:
         return dataset
 
     return make
+
+
+@pytest.fixture
+def proxy_factory(api_env) -> Iterator[Callable[..., BreakingProxy]]:
+    """``proxy_factory(broken, die_after=None)``: a loopback image host that breaks on purpose."""
+    proxies: list[BreakingProxy] = []
+
+    def make(broken: dict[str, str], die_after: int | None = None) -> BreakingProxy:
+        proxy = BreakingProxy(api_env.base_url, broken, die_after)
+        proxies.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in proxies:
+            proxy.close()

@@ -1,93 +1,22 @@
 """Downloads that fail part-way: counted and reported, and no file or sample left behind.
 
-A loopback proxy in front of the local server forwards searches (so the answers' image URLs
-point at the proxy) and breaks some image downloads: a 404, an HTML page, and a body cut short.
+A loopback proxy in front of the local server (``fo_proxy``, fixture ``proxy_factory``) forwards
+searches and breaks some image downloads: a 404, an HTML page, and a body cut short. A host
+that dies mid-import, and a failure while adding samples, are in ``test_nothing_half_written``.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import fiftyone as fo
 import pytest
-import requests
 from fo_helpers import IMPORT_URI
 
 import simages_fiftyone
 from simages_fiftyone import DownloadPolicy
 
 pytestmark = pytest.mark.integration
-
-
-class BreakingProxy:
-    def __init__(self, upstream: str, broken: dict[str, str]) -> None:
-        self.upstream = upstream
-        self.broken = broken  # image id -> "404" | "html" | "truncated"
-        self.image_requests: list[str] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() in ("content-type", "x-api-key")
-                }
-                headers["Host"] = self.headers["Host"]  # answers name the proxy as the image host
-                upstream = requests.post(proxy.upstream + "/", data=body, headers=headers, timeout=30)
-                self._send(upstream.status_code, upstream.headers.get("content-type", ""), upstream.content)
-
-            def do_GET(self) -> None:
-                image_id = self.path.rsplit("/", 1)[-1].split(".")[0]
-                proxy.image_requests.append(image_id)
-                mode = proxy.broken.get(image_id) if self.path.startswith("/images/") else None
-                if mode == "404":
-                    return self._send(404, "text/plain", b"gone")
-                if mode == "html":
-                    return self._send(200, "text/html", b"<html>login first</html>")
-                upstream = requests.get(proxy.upstream + self.path, timeout=30)
-                data = upstream.content
-                if mode == "truncated":
-                    data = data[:200]  # a JPEG cut short: declared as an image, not decodable
-                self._send(upstream.status_code, upstream.headers.get("content-type", ""), data)
-
-            def _send(self, status: int, content_type: str, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def proxy_factory(api_env) -> Iterator:
-    proxies: list[BreakingProxy] = []
-
-    def make(broken: dict[str, str]) -> BreakingProxy:
-        proxy = BreakingProxy(api_env.base_url, broken)
-        proxies.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in proxies:
-        proxy.close()
 
 
 def test_failed_downloads_are_counted_and_leave_nothing_behind(
@@ -168,7 +97,10 @@ def test_failure_while_adding_samples_removes_the_downloaded_files(api_env, make
 
 
 def test_a_cancelled_import_leaves_no_file_and_no_sample(api_env, make_dataset, tmp_path):
-    from simages_fiftyone._runs import Progress, build_import_options, build_params, iter_import, make_client
+    from simages_fiftyone._importing import iter_import
+    from simages_fiftyone._outcomes import Progress
+    from simages_fiftyone._params import build_import_options, build_params
+    from simages_fiftyone._search import make_client
 
     dataset = make_dataset("chelsea.jpg")
     media = tmp_path / "media"

@@ -43,6 +43,6 @@ def test_fresh_interpreter_lists_both_operators():
         "@simages/similar-images/find_similar",
         "@simages/similar-images/import_similar",
     ]
-    assert "fiftyone.plugins.orgs.simages.similar_images._runs" in found["modules"]
+    assert "fiftyone.plugins.orgs.simages.similar_images._importing" in found["modules"]
     assert found["package_imported"] is False
     assert (REPO / "fiftyone_plugin" / "fiftyone.yml").is_file()

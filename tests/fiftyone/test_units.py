@@ -13,21 +13,17 @@ from PIL import Image
 
 from simages_core import Detection, SearchResult, SimilarImage
 from simages_fiftyone._downloads import DownloadJob, DownloadPolicy, iter_downloads, safe_stem
-from simages_fiftyone._results import (
-    ClassFilter,
+from simages_fiftyone._outcomes import QueryLabel
+from simages_fiftyone._params import (
     ParamError,
-    QueryLabel,
+    build_params,
     check_classes,
     check_field_name,
-    check_num_similar,
-    check_url,
-    class_summary,
     decode_upload,
-    merge_results,
-    run_key,
-    run_tag,
+    form_input,
 )
-from simages_fiftyone._runs import build_params
+from simages_fiftyone._provenance import run_key, run_tag
+from simages_fiftyone._ranking import ClassFilter, class_summary, merge_results
 from simages_fiftyone._samples import to_detections
 
 
@@ -60,26 +56,52 @@ def test_merge_drops_a_second_id_for_the_same_source_url():
 
 @pytest.mark.parametrize("value", [0, 51, -1, 2.5, "10", None, True, float("nan")])
 def test_num_similar_out_of_range(value):
+    # the core's rule (``Query``), reported on the form's num_similar input
     with pytest.raises(ParamError) as info:
-        check_num_similar(value)
+        build_params(text="cat", num_similar=value)
     assert info.value.field == "num_similar"
 
 
 @pytest.mark.parametrize("value", [1, 50, 10.0])
 def test_num_similar_in_range(value):
-    assert check_num_similar(value) == int(value)
+    assert build_params(text="cat", num_similar=value).num_similar == int(value)
 
 
 @pytest.mark.parametrize(
     "url", ["", "   ", "example.com/a.jpg", "ftp://h/a.jpg", "http://", "http://a b/c.jpg", None]
 )
 def test_bad_urls(url):
-    with pytest.raises(ParamError):
-        check_url(url)
+    with pytest.raises(ParamError) as info:
+        build_params(source="url", url=url)
+    assert info.value.field == "url" and "not an http(s) image URL" in info.value.message
 
 
 def test_good_url_is_stripped():
-    assert check_url("  https://example.com/a.jpg?x=1 ") == "https://example.com/a.jpg?x=1"
+    assert build_params(url="  https://example.com/a.jpg?x=1 ").url == "https://example.com/a.jpg?x=1"
+
+
+@pytest.mark.parametrize(
+    ("core_field", "source", "form"),
+    [
+        ("url", "url", "url"),
+        ("text", "text", "text"),
+        ("num_similar", "selected", "num_similar"),
+        ("get_labels", "text", "labels"),
+        ("image", "upload", "upload"),
+        ("image", "selected", "selected"),
+        ("url/image/text", "text", "text"),
+        ("url/image/text", "current_sample", "current_sample"),
+        (None, "url", "url"),
+    ],
+)
+def test_core_fields_map_to_form_inputs(core_field, source, form):
+    assert form_input(core_field, source) == form
+
+
+def test_an_upload_that_is_not_an_image_is_refused_on_the_form():
+    with pytest.raises(ParamError) as info:
+        build_params(source="upload", image=b"definitely not an image")
+    assert info.value.field == "upload" and "choose an image file" in info.value.message
 
 
 def test_decode_upload_accepts_plain_and_data_url_base64():
@@ -206,3 +228,20 @@ def test_stopping_early_removes_files_the_caller_never_saw(file_server, tmp_path
     downloads.close()  # while "slow" is still downloading
     assert hits["/slow.png"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png"]  # the caller's file stays, no orphan
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_taken_name_gets_a_suffix_and_the_old_file_is_kept(file_server, tmp_path, monkeypatch, hard_links):
+    base, _, _ = file_server
+    if not hard_links:  # a filesystem without hard links (some network and FAT mounts)
+
+        def no_links(src, dst):
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr("simages_fiftyone._downloads.os.link", no_links)
+    (tmp_path / "ok.png").write_bytes(b"someone else's file")
+    jobs = [DownloadJob("ok", f"{base}/ok.png"), DownloadJob("ok", f"{base}/ok.png")]
+    out = list(iter_downloads(jobs, tmp_path, DownloadPolicy()))
+    assert sorted(o.path.name for o in out) == ["ok-1.png", "ok-2.png"]
+    assert (tmp_path / "ok.png").read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok-1.png", "ok-2.png", "ok.png"]  # no temp file

@@ -163,6 +163,11 @@ def test_expand_adds_similar_tasks_with_predictions_and_provenance_once(
     source_ids = set(project["tasks"].values())
     urls = [t.data["image"] for t in new]
     assert len(set(urls)) == len(urls) and not set(urls) & set(project["tasks"])  # no duplicates
+    # The report says exactly which tasks landed, and from which source task.
+    assert sorted(i for ids in report.landed.values() for i in ids) == sorted(report.new_task_ids)
+    assert {t.id: t.data[SOURCE_TASK_KEY] for t in new} == {
+        new_id: source for source, ids in report.landed.items() for new_id in ids
+    }
     for task in new:
         data = task.data
         assert data[SOURCE_TASK_KEY] in source_ids and 0 < data["simages_score"] <= 1

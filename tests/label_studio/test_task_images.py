@@ -68,7 +68,7 @@ def test_probe_reads_the_size_from_the_first_bytes(static_images):
     Image.new("RGB", (1234, 567), "teal").save(folder / "probe.jpg", quality=95)
     (folder / "probe.txt").write_text("not an image at all " * 100)
     (folder / "probe_truncated.jpg").write_bytes((folder / "probe.jpg").read_bytes()[:40])
-    resolver = TaskImageResolver(None, None, timeout=5)
+    resolver = TaskImageResolver(None, None, timeout=5, allow_networks=("127.0.0.0/8",))
     assert resolver.probe_size(f"{base}/probe.jpg") == (1234, 567)
     with pytest.raises(TaskImageError, match="answered 404"):
         resolver.probe_size(f"{base}/missing.jpg")

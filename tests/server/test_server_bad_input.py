@@ -1,14 +1,11 @@
-"""Malformed requests: each a 400 with a clear message, and the server keeps serving."""
+"""Bad input that needs its own server: a body over the cap, and ``url`` queries to loopback hosts."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import socket
-import struct
 import threading
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -24,64 +21,7 @@ def _jpeg(size=(300, 200)) -> bytes:
     return buf.getvalue()
 
 
-def _bomb_png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("1", (8, 8)).save(buf, format="PNG")
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack(">II", 60_000, 60_000)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-MALFORMED = [
-    ("not-json", b"{this is not json", "not valid JSON"),
-    ("empty-body", b"", "empty"),
-    ("json-array", json.dumps(["text", "cat"]), "JSON object"),
-    ("json-string", json.dumps("cat"), "JSON object"),
-    ("no-query-field", {"num_similar": 3}, "exactly one of"),
-    ("url-and-text", {"url": "https://example.com/a.jpg", "text": "cat"}, "exactly one of"),
-    ("all-three", {"url": "https://example.com/a.jpg", "text": "cat", "image": "AAAA"}, "exactly one of"),
-    ("text-number", {"text": 42}, "'text' must be a non-empty string"),
-    ("text-empty", {"text": ""}, "'text' must be a non-empty string"),
-    ("image-list", {"image": [1, 2]}, "'image' must be a non-empty string"),
-    ("num-zero", {"text": "cat", "num_similar": 0}, "num_similar"),
-    ("num-huge", {"text": "cat", "num_similar": 10**12}, "num_similar"),
-    ("num-negative", {"text": "cat", "num_similar": -3}, "num_similar"),
-    ("num-string", {"text": "cat", "num_similar": "10"}, "num_similar"),
-    ("num-float", {"text": "cat", "num_similar": 2.5}, "num_similar"),
-    ("num-bool", {"text": "cat", "num_similar": True}, "num_similar"),
-    ("labels-unknown", {"text": "cat", "get_labels": "coco_yolov8"}, "get_labels"),
-    ("labels-number", {"text": "cat", "get_labels": 1}, "get_labels"),
-    ("image-not-base64", {"image": "%%% not base64 %%%"}, "not valid base64"),
-    ("image-base64-text-file", {"image": _b64(b"just some text in a file\n" * 20)}, "not an image"),
-    ("image-truncated-jpeg", {"image": _b64(_jpeg()[:1500])}, "could not be decoded"),
-    ("image-decompression-bomb", {"image": _b64(_bomb_png())}, "decompression bomb"),
-    ("url-file-scheme", {"url": "file:///etc/passwd"}, "http or https"),
-    ("url-ftp-scheme", {"url": "ftp://example.com/a.jpg"}, "http or https"),
-    ("url-gopher-scheme", {"url": "gopher://example.com/"}, "http or https"),
-    ("url-no-host", {"url": "http://"}, "http or https"),
-    ("url-loopback", {"url": "http://127.0.0.1:9/cat.jpg"}, "non-public address"),
-    ("url-metadata", {"url": "http://169.254.169.254/latest/meta-data/"}, "non-public address"),
-    ("url-private", {"url": "http://10.1.2.3/cat.jpg"}, "non-public address"),
-    ("url-localhost-name", {"url": "http://localhost:9/cat.jpg"}, "non-public address"),
-    ("url-unresolvable", {"url": "http://no-such-host.invalid/cat.jpg"}, "cannot be resolved"),
-]
-
-
-@pytest.mark.parametrize(("name", "body", "expected"), MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_request_is_a_400_with_a_clear_message(local_api, name, body, expected):
-    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    response = requests.post(
-        local_api.base_url + "/", data=data, headers={"x-api-key": local_api.api_key}, timeout=30
-    )
-    assert response.status_code == 400, response.text
-    envelope = response.json()
-    assert envelope["statusCode"] == 400 and expected in envelope["error"]
-    assert requests.get(local_api.base_url + "/health", timeout=5).ok
+# The catalogue of malformed bodies that used to live here is in test_bad_input_catalogue.py.
 
 
 def test_body_over_the_size_cap(local_api, tmp_path):
@@ -149,13 +89,23 @@ def test_url_fetching_with_an_allow_listed_network(local_api, image_host, tmp_pa
 
         ok = post(f"{web}/cat.jpg")
         assert ok.status_code == 200 and len(json.loads(ok.json()["body"])["images"]) == 2
-        for url, expected in [
-            (f"{web}/page.html", "not an image"),
-            (f"{web}/missing.jpg", "HTTP 404"),
+        # The caller learns only that the URL could not be fetched (no status, type or timing
+        # oracle for the allow-listed network); the operator's log has the reason.
+        for url, logged in [
+            (f"{web}/page.html", "has content-type 'text/html'"),
+            (f"{web}/missing.jpg", "answered HTTP 404"),
             (f"{web}/loop", "redirected more than"),
             (f"{silent}/cat.jpg", "did not answer within 1 s"),
-            ("http://127.0.0.1:1/cat.jpg", "could not be fetched"),
+            ("http://127.0.0.1:1/cat.jpg", "connection failed"),
+            (
+                f"http://user:pw-in-url@{web.split('//')[1]}/missing.jpg?token=query-secret",
+                "answered HTTP 404",
+            ),
         ]:
             response = post(url)
-            assert response.status_code == 400 and expected in response.json()["error"], (url, response.text)
+            assert response.status_code == 400, (url, response.text)
+            assert response.json()["error"] == "'url' could not be fetched", (url, response.text)
+            log = (tmp_path / "server.log").read_text()
+            assert logged in log.splitlines()[-2], (url, log[-500:])
+        assert "pw-in-url" not in log and "query-secret" not in log
         assert requests.get(server.url + "/health", timeout=5).ok

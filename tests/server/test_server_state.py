@@ -1,4 +1,4 @@
-"""Daily limits across restarts, incremental indexing, concurrency, logs, and the ONNX embedder's plumbing."""
+"""Daily limits across restarts, incremental indexing, concurrency, logs, and the CLIP embedder's plumbing."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import onnx
 import pytest
 import requests
-from onnx import TensorProto, helper, numpy_helper
+from model_fixtures import clip_folder
 from PIL import Image
 
 import simages_core as sc
+from simages_server.app import ServerSettings, SimilarImagesApp
 from simages_server.cli import main as server_main
-from simages_server.embedders import DescriptorEmbedder, OnnxEmbedder
+from simages_server.clip import ClipEmbedder
+from simages_server.embedders import DescriptorEmbedder
 from simages_server.index import ImageIndex, build_index
 from simages_server.testing import ServerProcess
 
@@ -127,62 +128,26 @@ def test_descriptor_ranks_near_duplicates_above_unrelated_photos(demo_collection
         assert original_rank < first_unrelated, (family, variant, ranked[:8])
 
 
-# --- ONNX embedder plumbing ------------------------------------------------------------
+# --- CLIP embedder plumbing (the model folders are built in tests/model_fixtures.py) -------
 
 
-def _tiny_onnx_models(tmp_path):
-    """An image encoder (mean colour -> 4-d) and a text encoder (tokens -> 4-d), built in the test."""
-    w_img = numpy_helper.from_array(np.array([[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1]], np.float32), "w")
-    image_graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["embeds"]),
-        ],
-        "image_encoder",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 3, 16, 16])],
-        [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, ["n", 4])],
-        [w_img],
-    )
-    rng = np.random.default_rng(0)
-    w_txt = numpy_helper.from_array(rng.normal(size=(77, 4)).astype(np.float32), "w")
-    text_graph = helper.make_graph(
-        [
-            helper.make_node("Cast", ["tokens"], ["as_float"], to=TensorProto.FLOAT),
-            helper.make_node("MatMul", ["as_float", "w"], ["embeds"]),
-        ],
-        "text_encoder",
-        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["n", 77])],
-        [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, ["n", 4])],
-        [w_txt],
-    )
-    paths = []
-    for name, graph in (("image.onnx", image_graph), ("text.onnx", text_graph)):
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        model.ir_version = 8
-        onnx.checker.check_model(model)
-        onnx.save(model, tmp_path / name)
-        paths.append(tmp_path / name)
-    return paths
-
-
-def test_onnx_embedder_serves_image_and_text_queries(tmp_path):
-    image_model, text_model = _tiny_onnx_models(tmp_path)
-    embedder = OnnxEmbedder(image_model, text_model)
-    assert (embedder.dim, embedder.side, embedder.supports_text) == (4, 16, True)
+def test_clip_embedder_serves_image_and_text_queries(tmp_path):
+    model = clip_folder(tmp_path / "clip", dim=4, size=16)
+    embedder = ClipEmbedder(model)
+    assert (embedder.dim, embedder.preprocess.height, embedder.supports_text) == (4, 16, True)
     vectors = embedder.embed_images(
         [Image.new("RGB", (40, 30), (250, 10, 10)), Image.new("RGB", (8, 8), (10, 10, 250))]
     )
     assert vectors.shape == (2, 4) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
-    assert vectors[0, 0] > vectors[0, 2] and vectors[1, 2] > vectors[1, 0]
+    assert float(vectors[0] @ vectors[1]) < 0.1  # red and blue point apart
 
     images = tmp_path / "images"
     images.mkdir()
     for name, colour in (("red", (250, 10, 10)), ("green", (10, 250, 10)), ("blue", (10, 10, 250))):
         Image.new("RGB", (48, 48), colour).save(images / f"{name}.png")
     build_index(images, tmp_path / "index", embedder=embedder, progress=False)
-    assert ImageIndex.load(tmp_path / "index").embedder == "onnx:image.onnx"
-    extra = ("--onnx-image-model", str(image_model), "--onnx-text-model", str(text_model))
+    assert ImageIndex.load(tmp_path / "index").embedder == embedder.name
+    extra = ("--clip-model", str(model))
     with ServerProcess(tmp_path / "index", extra_args=extra, log_path=tmp_path / "log") as server:
         with sc.SimilarImagesClient(
             api_key=server.api_key, base_url=server.url, cache=False, usage=None
@@ -194,12 +159,18 @@ def test_onnx_embedder_serves_image_and_text_queries(tmp_path):
         assert len(text.images) == 3  # the text encoder ranks every image
 
 
-def test_onnx_index_refused_by_the_descriptor_server(tmp_path):
-    image_model, _ = _tiny_onnx_models(tmp_path)
+def test_clip_index_refused_by_the_descriptor_server(tmp_path):
+    model = clip_folder(tmp_path / "clip", dim=4, size=16)
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (16, 16)).save(images / "a.png")
-    build_index(images, tmp_path / "index", embedder=OnnxEmbedder(image_model), progress=False)
-    with pytest.raises(ValueError, match=r"built with onnx:image\.onnx"):
+    embedder = ClipEmbedder(model)
+    build_index(images, tmp_path / "index", embedder=embedder, progress=False)
+    with pytest.raises(ValueError, match=r"built with clip:\w+ \(.*/clip\), not descriptor-v1"):
         build_index(images, tmp_path / "index", progress=False)
+    with pytest.raises(ValueError, match=r"index was built with clip:\w+, server embedder is descriptor"):
+        SimilarImagesApp(
+            ImageIndex.load(tmp_path / "index"),
+            ServerSettings(key_digests=frozenset(), quota_path=tmp_path / "quota.sqlite"),
+        )
     shutil.rmtree(tmp_path / "index")

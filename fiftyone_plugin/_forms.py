@@ -1,0 +1,204 @@
+"""The operators' forms: App context → validated parameters, inputs, inline errors, and output views.
+
+Validation is the same code as for Python callers (``_params``); this module only reads the
+App context (params, selection, secrets) and shows a ``ParamError`` on the input it names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone.operators.types as types
+
+from simages_core import SimilarImagesClient
+
+from ._outcomes import FindSimilarResult
+from ._params import (
+    SOURCE_LABELS,
+    ImportOptions,
+    ParamError,
+    SearchParams,
+    build_import_options,
+    build_params,
+    decode_upload,
+)
+from ._ranking import class_summary
+from ._search import SECRET_API_KEY, SECRET_API_URL, check_api_key, make_client, plan_queries
+
+QUERY_KEYS = ("source", "text", "url", "upload", "num_similar", "labels")
+"""The inputs that say what to search for, handed from the find form to the import form."""
+
+
+def secret(ctx: Any, key: str) -> str | None:
+    try:
+        value = ctx.secrets.get(key)
+    except Exception:  # a secrets backend that is down must not break the form
+        return None
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def client_from_ctx(ctx: Any) -> SimilarImagesClient:
+    return make_client(secret(ctx, SECRET_API_KEY), secret(ctx, SECRET_API_URL))
+
+
+def check_key(ctx: Any) -> None:
+    check_api_key(secret(ctx, SECRET_API_KEY))
+
+
+def default_source(ctx: Any) -> str:
+    if ctx.current_sample:
+        return "current_sample"
+    if ctx.selected:
+        return "selected"
+    return "text"
+
+
+def params_from_ctx(ctx: Any, default_labels: bool) -> SearchParams:
+    """Validate the form's query inputs against the App context (raises ``ParamError``).
+
+    For the sample sources the samples' files are planned too, so the form reports a
+    sample without a file (or a bad ``num_similar``) before anything runs.
+    """
+    p = ctx.params
+    source = p.get("source") or default_source(ctx)
+    sample_ids: list[str] = []
+    if source == "selected":
+        sample_ids = list(ctx.selected or [])
+    elif source == "current_sample" and ctx.current_sample:
+        sample_ids = [ctx.current_sample]
+    image: bytes | None = None
+    image_name: str | None = None
+    if source == "upload":
+        upload = p.get("upload")
+        image = decode_upload(upload.get("content") if isinstance(upload, dict) else upload)
+        image_name = upload.get("name") if isinstance(upload, dict) else None
+    params = build_params(
+        source=source,
+        text=p.get("text"),
+        url=p.get("url"),
+        image=image,
+        image_name=image_name,
+        sample_ids=sample_ids,
+        num_similar=p.get("num_similar", 10),
+        labels=bool(p.get("labels", default_labels)),
+    )
+    if params.sample_ids:
+        plan_queries(ctx.view, params)
+    return params
+
+
+def options_from_ctx(ctx: Any) -> ImportOptions:
+    p = ctx.params
+    new_name = None
+    if p.get("target") == "new":
+        new_name = p.get("new_dataset_name") or ""  # "new" without a name is an error, not "current"
+    elif "target" not in p:  # execute_operator callers may name the dataset alone
+        new_name = p.get("new_dataset_name")
+    return build_import_options(
+        media_dir=p.get("media_dir"),
+        new_dataset_name=new_name,
+        label_field=p.get("label_field") or "detections",
+        classes=p.get("classes") or None,
+        min_confidence=p.get("min_confidence", 0.0),
+    )
+
+
+def query_inputs(ctx: Any, inputs: types.Object, default_labels: bool) -> dict[str, types.Property]:
+    """The query part of both forms; returns the properties by name so errors can be attached."""
+    props: dict[str, types.Property] = {}
+    radio = types.RadioGroup()
+    for source, label in SOURCE_LABELS.items():
+        # Every source is offered; choosing one that the App context lacks explains what to do.
+        n = len(ctx.selected or [])
+        radio.add_choice(source, label=f"{label} ({n})" if source == "selected" else label)
+    default = default_source(ctx)
+    props["source"] = inputs.enum("source", radio.values(), default=default, label="Search with", view=radio)
+    source = ctx.params.get("source") or default
+    if source == "text":
+        props["text"] = inputs.str(
+            "text", required=True, label="Text prompt", description="e.g. 'a cat on a sofa'"
+        )
+    elif source == "url":
+        props["url"] = inputs.str("url", required=True, label="Image URL", description="http(s)://...")
+    elif source == "upload":
+        props["upload"] = inputs.define_property(
+            "upload",
+            types.UploadedFile(),
+            required=True,
+            label="Image",
+            view=types.FileView(label="Image file", types=".jpg,.jpeg,.png,.webp,.bmp,.gif,.tif,.tiff"),
+        )
+    props["num_similar"] = inputs.int(
+        "num_similar",
+        default=10,
+        min=1,
+        max=50,
+        label="Number of similar images",
+        description="1 to 50 per query; several selected samples are merged by image id",
+    )
+    props["labels"] = inputs.bool(
+        "labels",
+        default=default_labels,
+        label="Detect objects",
+        description="COCO-YOLOv7 boxes for each image",
+    )
+    return props
+
+
+def show_errors(inputs: types.Object, props: dict[str, types.Property], check: Any) -> bool:
+    """Run ``check()``; show its ``ParamError`` on the input it names (or as a banner)."""
+    try:
+        check()
+    except ParamError as exc:
+        prop = props.get(exc.field)
+        if prop is not None:
+            prop.invalid = True
+            prop.error_message = exc.message
+        else:  # nothing to point at (the API key, a missing selection): a banner that blocks the run
+            inputs.view(
+                "error",
+                types.Error(label="Cannot search yet", description=exc.message),
+                invalid=True,
+                error_message=str(exc),  # names what is wrong: ``selected: ...``, ``api_key: ...``
+            )
+        return False
+    return True
+
+
+def gallery_markdown(result: FindSimilarResult, max_items: int = 50) -> str:
+    lines = []
+    for r in result.images[:max_items]:
+        classes = class_summary(r.image) if result.labels else ""
+        caption = f"**#{r.rank}** score {r.score:.3f}" + (f" · {classes}" if classes else "")
+        lines.append(f"[![{r.image.id}]({r.image.thumbnail_url})]({r.image.url})  \n{caption}\n")
+    if result.errors:
+        lines.append("**Queries that failed:** " + "; ".join(result.errors))
+    return "\n".join(lines) or "No similar images found."
+
+
+def find_results(result: FindSimilarResult) -> list[dict[str, Any]]:
+    """The find operator's results as JSON for the App and ``execute_operator`` callers."""
+    return [
+        {
+            "rank": r.rank,
+            "score": r.score,
+            "id": r.image.id,
+            "url": r.image.url,
+            "thumbnail_url": r.image.thumbnail_url,
+            "query": str(r.query),
+            "classes": [d.name for d in r.image.detections or ()],
+        }
+        for r in result.images
+    ]
+
+
+def import_outputs() -> types.Object:
+    outputs = types.Object()
+    outputs.int("imported", label="Imported")
+    outputs.int("skipped_duplicates", label="Skipped (already in the dataset)")
+    outputs.int("failed_downloads", label="Failed downloads")
+    outputs.list("failures", types.String(), label="Why downloads failed")
+    outputs.str("dataset_name", label="Dataset")
+    outputs.str("tag", label="Run tag")
+    outputs.str("media_dir", label="Media folder")
+    return outputs

@@ -1,0 +1,268 @@
+"""Turning what the user gave (App form or Python arguments) into validated search and import parameters.
+
+Request rules (URL, text, image, ``num_similar``) are the core's: the values are built into a
+``simages_core.Query`` and its ``InvalidRequest`` is mapped to the form input it concerns
+(``image`` is ``upload`` for an uploaded file). Only the plugin's own rules live here: the
+query source and sample selection, decoding an upload, the label field, classes, confidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from simages_core import InvalidRequest, Query, encode_image
+
+from ._downloads import DownloadPolicy
+
+SOURCES = ("selected", "current_sample", "url", "text", "upload")
+"""Where a query comes from: selected samples, the sample open in the modal, a URL, a text, a file."""
+
+SOURCE_LABELS = {
+    "selected": "Selected samples",
+    "current_sample": "Sample in the modal",
+    "url": "Image URL",
+    "text": "Text prompt",
+    "upload": "Uploaded image",
+}
+MAX_QUERY_SAMPLES = 100
+"""Selected samples per run: each is one API request (and one billed unit past the free tier)."""
+
+# The form input a core request field is typed into; the image (and the exactly-one rule) belongs
+# to whichever input the chosen source uses, see ``form_input``.
+_CORE_FIELD_INPUTS = {"url": "url", "text": "text", "num_similar": "num_similar", "get_labels": "labels"}
+_SOURCE_INPUTS = {"text": "text", "url": "url", "upload": "upload"}
+# What the App shows before the core's own reason, so the form says what to do.
+_INPUT_HINTS = {
+    "text": "enter a text prompt, e.g. 'a cat on a sofa'",
+    "url": "not an http(s) image URL",
+    "upload": "choose an image file to upload",
+}
+
+
+class ParamError(ValueError):
+    """A parameter the user gave cannot be used; ``field`` names the form input to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        # Outside the App (``execute_operator``, Python) the text alone must name the input.
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """A validated search, independent of where it was asked (App form or Python call)."""
+
+    source: str
+    num_similar: int = 10
+    labels: bool = False
+    text: str | None = None
+    url: str | None = None
+    image: bytes | str | os.PathLike[str] | None = None
+    """Uploaded bytes, or the path of an image file (Python callers)."""
+    image_name: str | None = None
+    sample_ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def query(self, image: str | None = None) -> Query:
+        """The core query for this search; ``image`` is a sample's file for the sample sources."""
+        return core_query(
+            self.source,
+            text=self.text,
+            url=self.url,
+            image=image if image is not None else self.image,
+            num_similar=self.num_similar,
+            labels=self.labels,
+        )
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    media_dir: str | None = None
+    new_dataset_name: str | None = None
+    label_field: str = "detections"
+    classes: frozenset[str] | None = None
+    min_confidence: float = 0.0
+    policy: DownloadPolicy = field(default_factory=DownloadPolicy)
+
+
+# --- the core's rules, named for the form ---------------------------------------------------------
+
+
+def form_input(core_field: str | None, source: str) -> str:
+    """The form input a core ``InvalidRequest.field`` concerns, given the chosen source."""
+    if core_field in (None, "image", "url/image/text"):
+        return _SOURCE_INPUTS.get(source, source)
+    return _CORE_FIELD_INPUTS.get(core_field, source)
+
+
+def core_query(
+    source: str,
+    *,
+    text: str | None = None,
+    url: str | None = None,
+    image: bytes | str | os.PathLike[str] | None = None,
+    num_similar: object = 10,
+    labels: bool = False,
+) -> Query:
+    """Build the core ``Query``; the core rejects bad values, and the error names the form input."""
+    try:
+        # Query validates when built, with the same rule code as the wire request.
+        # num_similar is passed as the user gave it: judging it is the core's job.
+        query = Query(url=url, image=image, text=text, num_similar=cast(int, num_similar), labels=labels)
+    except InvalidRequest as exc:
+        raise _form_error(exc, source) from None
+    return query
+
+
+def check_upload(image: bytes | str | os.PathLike[str]) -> None:
+    """An upload must decode as an image: the core encoder's check, run on the form, not at search time."""
+    try:
+        encode_image(image)
+    except InvalidRequest as exc:
+        raise _form_error(exc, "upload") from None
+
+
+def _form_error(exc: InvalidRequest, source: str) -> ParamError:
+    name = form_input(exc.field, source)
+    hint = _INPUT_HINTS.get(name)
+    return ParamError(name, f"{hint} ({exc.message})" if hint else exc.message)
+
+
+# --- parameters -----------------------------------------------------------------------------------
+
+
+def build_params(
+    *,
+    source: str | None = None,
+    text: str | None = None,
+    url: str | None = None,
+    image: bytes | str | os.PathLike[str] | None = None,
+    image_name: str | None = None,
+    sample_ids: Sequence[str] | str | None = None,
+    num_similar: object = 10,
+    labels: bool = False,
+) -> SearchParams:
+    """Validate one search; the source is inferred when not given (exactly one input must be set).
+
+    ``image`` is uploaded bytes or the path of an image file.
+    """
+    if isinstance(sample_ids, str):
+        sample_ids = [sample_ids]
+    given = [
+        name
+        for name, v in (("text", text), ("url", url), ("upload", image), ("selected", sample_ids))
+        if v is not None and v != [] and v != ()
+    ]
+    if source is None:
+        if len(given) != 1:
+            raise ParamError("source", "give exactly one of text=, url=, image= or sample_ids=")
+        source = given[0]
+    if source not in SOURCES:
+        raise ParamError("source", f"unknown query source {source!r}; one of {', '.join(SOURCES)}")
+    # Form values as the App sends them: surrounding blanks dropped, 10.0 is 10.
+    text = text.strip() if isinstance(text, str) else text
+    url = url.strip() if isinstance(url, str) else url
+    if isinstance(num_similar, float) and num_similar.is_integer():
+        num_similar = int(num_similar)
+    labels = bool(labels)
+    if source == "text":
+        q = core_query(source, text=text, num_similar=num_similar, labels=labels)
+        return SearchParams(source, q.num_similar, labels, text=q.text)
+    if source == "url":
+        q = core_query(source, url=url, num_similar=num_similar, labels=labels)
+        return SearchParams(source, q.num_similar, labels, url=q.url)
+    if source == "upload":
+        q = core_query(source, image=image, num_similar=num_similar, labels=labels)
+        if image is not None:  # (the core query above already refused a missing image)
+            check_upload(image)
+        name = image_name or (Path(image).name if isinstance(image, (str, os.PathLike)) else "upload")
+        return SearchParams(source, q.num_similar, labels, image=image, image_name=name)
+    ids = tuple(str(i) for i in sample_ids or ())
+    if not ids:
+        what = "select one or more samples" if source == "selected" else "open a sample in the modal"
+        raise ParamError(source, f"no sample to search with: {what}")
+    if len(ids) > MAX_QUERY_SAMPLES:
+        raise ParamError(source, f"select at most {MAX_QUERY_SAMPLES} samples (got {len(ids)})")
+    # The samples' files are read by ``plan_queries``; the rest of the request is checked now, by
+    # the core, with a stand-in query value (its rules for num_similar and labels do not depend on it).
+    q = core_query(source, text=source, num_similar=num_similar, labels=labels)
+    return SearchParams(source, q.num_similar, labels, sample_ids=ids)
+
+
+def decode_upload(content: object) -> bytes:
+    """The bytes of an uploaded file from the App (base64, optionally a ``data:`` URL)."""
+    if isinstance(content, (bytes, bytearray)):
+        return bytes(content)
+    if not isinstance(content, str) or not content.strip():
+        raise ParamError("upload", "choose an image file to upload")
+    payload = content.split("base64,", 1)[1] if content.startswith("data:") else content
+    try:
+        data = base64.b64decode(payload, validate=False)
+    except (binascii.Error, ValueError):
+        raise ParamError("upload", "the uploaded file is not valid base64") from None
+    if not data:
+        raise ParamError("upload", "the uploaded file is empty")
+    return data
+
+
+# --- import options -------------------------------------------------------------------------------
+
+
+def build_import_options(
+    *,
+    media_dir: str | None = None,
+    new_dataset_name: str | None = None,
+    label_field: str = "detections",
+    classes: object = None,
+    min_confidence: object = 0.0,
+    policy: DownloadPolicy | None = None,
+) -> ImportOptions:
+    if new_dataset_name is not None and (not isinstance(new_dataset_name, str) or not new_dataset_name.strip()):
+        raise ParamError("new_dataset_name", "enter a name for the new dataset")
+    name = new_dataset_name.strip() if isinstance(new_dataset_name, str) else None
+    return ImportOptions(
+        media_dir=os.path.abspath(os.path.expanduser(media_dir.strip()))
+        if media_dir and media_dir.strip()
+        else None,
+        new_dataset_name=name or None,
+        label_field=check_field_name(label_field),
+        classes=check_classes(classes),
+        min_confidence=check_min_confidence(min_confidence),
+        policy=policy or DownloadPolicy(),
+    )
+
+
+def check_min_confidence(value: object) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ParamError("min_confidence", f"min_confidence must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def check_classes(classes: object) -> frozenset[str] | None:
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        classes = classes.split(",")
+    if not isinstance(classes, Iterable):
+        raise ParamError("classes", "classes must be a list of class names")
+    names = frozenset(str(c).strip() for c in classes if str(c).strip())
+    return names or None
+
+
+def check_field_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ParamError("label_field", "enter a field name for the detections, e.g. 'detections'")
+    name = name.strip()
+    if name.startswith("_") or "." in name or "$" in name or not name.replace("_", "a").isalnum():
+        raise ParamError("label_field", f"not a valid field name: {name!r} (letters, digits, _)")
+    if name.startswith("simages_") or name in ("filepath", "id", "tags", "metadata", "media_type"):
+        raise ParamError("label_field", f"{name!r} is reserved; choose another field name")
+    return name

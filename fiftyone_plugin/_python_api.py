@@ -1,0 +1,96 @@
+"""The plugin's Python entry points, ``find_similar(...)`` and ``import_similar(...)``.
+
+They run the same code as the operators (``_params`` → ``_search`` / ``_importing``), with
+typed results instead of App output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import fiftyone.core.collections as foc
+
+from simages_core import SimilarImagesClient
+
+from ._downloads import DownloadPolicy
+from ._importing import drain, iter_import
+from ._outcomes import FindSimilarResult, ImportSimilarResult, Progress
+from ._params import build_import_options, build_params
+from ._search import find_similar_with, make_client
+
+
+def find_similar(
+    dataset_or_view: foc.SampleCollection,
+    *,
+    text: str | None = None,
+    url: str | None = None,
+    image: bytes | str | os.PathLike[str] | None = None,
+    sample_ids: Sequence[str] | str | None = None,
+    num_similar: int = 10,
+    labels: bool = False,
+    api_key: str | None = None,
+    api_url: str | None = None,
+    client: SimilarImagesClient | None = None,
+) -> FindSimilarResult:
+    """Find images similar to a text, an image URL, an image (path or bytes) or samples of the dataset.
+
+    Exactly one of ``text``, ``url``, ``image``, ``sample_ids`` is given. Several samples are
+    searched concurrently and their results merged by API image id. The dataset is not changed.
+    """
+    params = build_params(
+        text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
+    )
+    own = client is None
+    client = client or make_client(api_key, api_url)
+    try:
+        return find_similar_with(client, dataset_or_view, params)
+    finally:
+        if own:
+            client.close()
+
+
+def import_similar(
+    dataset_or_view: foc.SampleCollection,
+    *,
+    text: str | None = None,
+    url: str | None = None,
+    image: bytes | str | os.PathLike[str] | None = None,
+    sample_ids: Sequence[str] | str | None = None,
+    num_similar: int = 10,
+    labels: bool = True,
+    media_dir: str | None = None,
+    new_dataset_name: str | None = None,
+    label_field: str = "detections",
+    classes: Sequence[str] | None = None,
+    min_confidence: float = 0.0,
+    api_key: str | None = None,
+    api_url: str | None = None,
+    client: SimilarImagesClient | None = None,
+    policy: DownloadPolicy | None = None,
+    progress: Callable[[Progress], Any] | None = None,
+) -> ImportSimilarResult:
+    """Find similar images and add them as new samples (into this dataset or ``new_dataset_name``).
+
+    Files go to ``media_dir`` (default: a ``simages`` folder beside the dataset's media).
+    Images already imported (same API id or source URL) are skipped and counted.
+    """
+    params = build_params(
+        text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
+    )
+    options = build_import_options(
+        media_dir=media_dir,
+        new_dataset_name=new_dataset_name,
+        label_field=label_field,
+        classes=classes,
+        min_confidence=min_confidence,
+        policy=policy,
+    )
+    own = client is None
+    client = client or make_client(api_key, api_url)
+    try:
+        return drain(iter_import(client, dataset_or_view, params, options), progress)
+    finally:
+        if own:
+            client.close()

@@ -1,0 +1,167 @@
+"""What the backend's models and ``expand`` share in one process: settings, API client, resolver, worker pool.
+
+Kept apart from ``model.py`` so that ``simages-ls expand`` never imports
+label-studio-ml's ``LabelStudioMLBase`` (and with it Flask, redis and rq).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from simages_core import (
+    BatchItem,
+    InvalidApiKey,
+    MissingApiKey,
+    Query,
+    QuotaExceeded,
+    SimilarImagesClient,
+    SimilarImagesError,
+)
+
+from . import __version__
+from .label_config import ProjectSchema
+from .predictions import Thresholds
+from .settings import BackendSettings
+from .task_images import TaskImageResolver
+
+logger = logging.getLogger("simages_label_studio")
+
+ACCOUNT_ERRORS = (QuotaExceeded, InvalidApiKey, MissingApiKey)
+
+
+class AccountError(Exception):
+    """The API refused the whole batch (daily limit, missing or invalid key): no task can succeed."""
+
+    def __init__(self, error: SimilarImagesError) -> None:
+        self.status = error.status or 401
+        super().__init__(f"{type(error).__name__} ({self.status}): {error.message}")
+
+
+def raise_if_account_error(errors: Sequence[Exception | None]) -> None:
+    """If every query failed for an account reason (402, 401, 403), one ``AccountError`` says so for all."""
+    first = errors[0] if errors else None
+    if isinstance(first, ACCOUNT_ERRORS) and all(isinstance(e, ACCOUNT_ERRORS) for e in errors):
+        raise AccountError(first)
+
+
+def public_url(url: str) -> str:
+    """``url`` without its userinfo (``http://user:pass@host`` -> ``http://host``): safe to show and log."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The secret parts of a URL's userinfo, longest first (``user:pass@`` and the password)."""
+    if not url:
+        return []
+    netloc = urlsplit(url).netloc
+    if "@" not in netloc:
+        return []
+    userinfo = netloc.rsplit("@", 1)[0]
+    password = userinfo.partition(":")[2]
+    return [s for s in (userinfo + "@", password, unquote(password)) if len(s) >= 3]
+
+
+class Redactor(logging.Filter):
+    """Removes secrets (URL userinfo, keys) from text and from every log record it filters."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        # Longest first, so "user:pass@" goes before "pass" alone.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "" if secret.endswith("@") else "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            record.msg, record.args = self(record.getMessage()), None
+            if record.exc_info:
+                text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+                record.exc_text = self(text)
+        return True
+
+
+def redactor_for(settings: BackendSettings) -> Redactor:
+    """A ``Redactor`` for every secret in the settings: both API keys, basic auth, URL userinfo."""
+    secrets = [*url_secrets(settings.api_url), *url_secrets(settings.label_studio_url)]
+    for secret in (settings.api_key, settings.label_studio_api_key, settings.basic_auth_pass):
+        if secret is not None and len(secret.get_secret_value()) >= 3:
+            secrets.append(secret.get_secret_value())
+    return Redactor(secrets)
+
+
+def model_version_for(schema: ProjectSchema, api_url: str) -> str:
+    """Names the API, the label set and the backend version, e.g. ``simages.info/coco_yolov7/labels-1a2b3c4d/backend-0.1.0``."""
+    host = urlsplit(public_url(api_url)).netloc or public_url(api_url)
+    return f"{host}/coco_yolov7/labels-{schema.digest()}/backend-{__version__}"
+
+
+@dataclass
+class BackendContext:
+    """What every model instance shares: settings, one pooled API client, one image resolver, one pool.
+
+    The worker pool is bounded (``SIMAGES_MAX_WORKERS`` threads) and shared by all requests, so
+    200 concurrent ``/predict`` calls queue for it instead of starting 200 pools. Only the request
+    thread waits on its futures; a pool thread never waits on another pool task (no deadlock).
+    """
+
+    settings: BackendSettings
+    client: SimilarImagesClient
+    resolver: TaskImageResolver
+    executor: ThreadPoolExecutor = field(init=False)
+    thresholds: Thresholds = field(init=False)
+    redact: Redactor = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.thresholds = Thresholds(
+            s.near_duplicate_score, s.aspect_tolerance, s.min_detection_score, s.top_k, s.choice_threshold
+        )
+        self.executor = ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="simages-ls")
+        self.redact = redactor_for(s)
+
+    @classmethod
+    def from_settings(cls, settings: BackendSettings) -> BackendContext:
+        client = SimilarImagesClient(
+            settings.api_key.get_secret_value() if settings.api_key else None,
+            base_url=settings.api_url,
+            cache="auto" if settings.cache else False,
+            pool_size=max(32, settings.max_workers),
+        )
+        ls_key = settings.label_studio_api_key.get_secret_value() if settings.label_studio_api_key else None
+        resolver = TaskImageResolver(
+            settings.label_studio_url,
+            ls_key,
+            settings.image_fetch_timeout,
+            pool_size=settings.max_workers,
+            allow_networks=settings.allow_url_networks,
+            trusted_hosts=(urlsplit(public_url(client.base_url)).netloc,),
+        )
+        return cls(settings, client, resolver)
+
+    @property
+    def api_url(self) -> str:
+        """The API's URL without credentials: for ``/health``, logs and ``model_version``."""
+        return public_url(self.client.base_url)
+
+    def submit_search(self, query: Query) -> Future[BatchItem]:
+        return self.executor.submit(self.client.run_query, query)
+
+    def search_many(self, queries: Sequence[Query]) -> list[BatchItem]:
+        """Every query on the shared pool; results in order, errors stay with their query."""
+        return [future.result() for future in [self.submit_search(q) for q in queries]]
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)  # running work ends within its deadline
+        self.resolver.close()
+        self.client.close()
+

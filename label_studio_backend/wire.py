@@ -1,0 +1,161 @@
+"""The bodies Label Studio sends to ``/predict``, ``/setup`` and ``/webhook``: parsed safely, checked, typed.
+
+Every check raises a werkzeug ``HTTPException`` whose description names what was
+wrong; ``_wsgi`` turns it into a JSON answer with that status. JSON is parsed
+with a depth limit, because a body of 50,000 ``[`` would otherwise end in a
+``RecursionError`` (and a deep document costs memory and time in every later walk).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+
+MAX_JSON_DEPTH = 64
+"""Label Studio's deepest payload (a webhook's annotation result) is about 10 levels deep."""
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Flask answers 413 above this; a batch of thousands of tasks is a few megabytes."""
+
+_JSON_TYPES = ("application/json",)
+
+
+def _kind(value: object) -> str:
+    """A JSON type name for error messages: ``array``, ``string``, ``number``, ..."""
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _too_deep(document: Any, limit: int) -> bool:
+    """Whether any value is nested more than ``limit`` levels; iterative, so no recursion limit applies."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json(body: bytes, content_type: str | None) -> Any:
+    """The JSON document in a request body, or a 400/415 naming why there is none."""
+    mimetype = (content_type or "").split(";", 1)[0].strip().lower()
+    if mimetype not in _JSON_TYPES and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"expected a JSON body with Content-Type: application/json, got {mimetype or 'no Content-Type'!r}"
+        )
+    if not body.strip():
+        raise BadRequest("expected a JSON body, got an empty body")
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise BadRequest(f"expected a JSON body nested at most {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise BadRequest(f"expected a JSON body, but it is not valid JSON: {exc}") from None
+    if _too_deep(document, MAX_JSON_DEPTH):
+        raise BadRequest(f"expected a JSON body nested at most {MAX_JSON_DEPTH} levels deep")
+    return document
+
+
+def _object(document: Any, what: str) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise BadRequest(f"expected a JSON object with {what}, got a JSON {_kind(document)}")
+    return document
+
+
+def _label_config(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        got = "it is missing" if key not in body else f"got a JSON {_kind(value)}"
+        raise BadRequest(f"'{key}' must be the project's label config (XML string); {got}")
+    if not value.strip():
+        raise BadRequest(f"'{key}' must be the project's label config (XML string); it is empty")
+    return value
+
+
+def _optional_object(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"'{key}' must be a JSON object when given, got a JSON {_kind(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """``POST /predict``: the tasks to pre-annotate and the project's label config.
+
+    Each task is passed on as it came: a task whose own ``data`` is wrong gets an error entry of
+    its own in the answer, so the other tasks of the batch keep their predictions.
+    """
+
+    tasks: list[dict[str, Any]]
+    label_config: str
+    project: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, document: Any) -> PredictRequest:
+        body = _object(document, "'tasks' and 'label_config'")
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            got = "it is missing" if "tasks" not in body else f"got a JSON {_kind(tasks)}"
+            raise BadRequest(f"'tasks' must be a list of task objects; {got}")
+        for index, task in enumerate(tasks):
+            if not isinstance(task, dict):
+                raise BadRequest(
+                    f"'tasks' must be a list of task objects; tasks[{index}] is a JSON {_kind(task)}"
+                )
+        project = body.get("project")
+        return cls(
+            tasks=tasks,
+            label_config=_label_config(body, "label_config"),
+            project=None if project is None else str(project),
+            params=_optional_object(body, "params"),
+        )
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    """``POST /setup``: Label Studio connecting a project (its label config is ``schema``)."""
+
+    schema: str
+    project: str | None = None
+
+    @classmethod
+    def from_json(cls, document: Any) -> SetupRequest:
+        body = _object(document, "the project's label config in 'schema'")
+        project = body.get("project")
+        return cls(schema=_label_config(body, "schema"), project=None if project is None else str(project))
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """``POST /webhook``: an event Label Studio sends (annotation created, project updated, ...)."""
+
+    action: str
+
+    @classmethod
+    def from_json(cls, document: Any) -> WebhookEvent:
+        body = _object(document, "the event name in 'action'")
+        action = body.get("action")
+        if not isinstance(action, str) or not action.strip():
+            got = "it is missing" if "action" not in body else f"got a JSON {_kind(action)}"
+            raise BadRequest(f"'action' must be the event name (a string); {got}")
+        return cls(action=action)
