@@ -14,6 +14,7 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
+from ._budget import FREE_REQUESTS_PER_DAY, RequestBudget, budget_for
 from ._cache import ResponseCache
 from ._client import SimilarImagesClient
 from ._config import HOW_TO_SET_KEY, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
@@ -41,6 +42,7 @@ from .protocol import DEFAULT_API_URL, LABELS_COCO_YOLOV7, MAX_NUM_SIMILAR, Sear
 
 __all__ = [
     "DEFAULT_API_URL",
+    "FREE_REQUESTS_PER_DAY",
     "HOW_TO_SET_KEY",
     "LABELS_COCO_YOLOV7",
     "MAX_NUM_SIMILAR",
@@ -61,6 +63,7 @@ __all__ = [
     "Query",
     "QuotaExceeded",
     "RateLimited",
+    "RequestBudget",
     "RequestTimeout",
     "ResponseCache",
     "RetryPolicy",
@@ -74,6 +77,7 @@ __all__ = [
     "TransportError",
     "UsageLedger",
     "__version__",
+    "budget_for",
     "encode_image",
     "open_image",
     "redact_url",
