@@ -1,43 +1,59 @@
 """FiftyOne plugin ``@simages/similar-images``: find similar images and import them with labels.
 
-The operators ``find_similar`` and ``import_similar`` and ``register`` are here; their forms
-are in ``_forms``, the work in ``_search``/``_importing``, shared with the Python entry points
-``find_similar(...)`` and ``import_similar(...)`` (``_python_api``). FiftyOne loads this file as
+The operators ``find_similar``, ``import_similar`` and ``expand_dataset`` and ``register`` are
+here; their forms are in ``_forms``, the work in ``_search``/``_importing``/``_expanding``, shared
+with the Python entry points ``find_similar(...)``, ``import_similar(...)`` and
+``expand_dataset(...)`` (``_python_api``). FiftyOne loads this file as
 a package from the plugin folder, and it is also importable as ``simages_fiftyone``; only
 relative imports are used so that both work.
 """
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from simages_core.coco import COCO_CLASSES
-
 from ._downloads import DownloadPolicy
+from ._expanding import iter_expand, plan_expand
 from ._forms import (
+    IMMEDIATE_MAX_SAMPLES,
     QUERY_KEYS,
+    budget_notice,
     check_key,
     client_from_ctx,
+    expand_inputs,
+    expand_outputs,
+    expand_params_from_ctx,
     find_results,
     gallery_markdown,
     import_outputs,
+    import_target_inputs,
     options_from_ctx,
     params_from_ctx,
     query_inputs,
     show_errors,
 )
 from ._importing import iter_import
-from ._outcomes import FailedDownload, FindSimilarResult, ImportSimilarResult, Progress, RankedImage
+from ._outcomes import (
+    ExpandResult,
+    FailedDownload,
+    FindSimilarResult,
+    ImportSimilarResult,
+    Progress,
+    RankedImage,
+)
 from ._params import ParamError
 from ._provenance import record_run
-from ._python_api import find_similar, import_similar
+from ._python_api import expand_dataset, find_similar, import_similar
 from ._search import find_similar_with
 
 __all__ = [
     "DownloadPolicy",
+    "ExpandDataset",
+    "ExpandResult",
     "FailedDownload",
     "FindSimilar",
     "FindSimilarResult",
@@ -46,6 +62,7 @@ __all__ = [
     "ParamError",
     "Progress",
     "RankedImage",
+    "expand_dataset",
     "find_similar",
     "import_similar",
     "register",
@@ -54,6 +71,7 @@ __all__ = [
 PLUGIN_NAME = "@simages/similar-images"
 FIND_URI = f"{PLUGIN_NAME}/find_similar"
 IMPORT_URI = f"{PLUGIN_NAME}/import_similar"
+EXPAND_URI = f"{PLUGIN_NAME}/expand_dataset"
 
 
 class FindSimilar(foo.Operator):
@@ -138,35 +156,7 @@ class ImportSimilar(foo.Operator):
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
         props = query_inputs(ctx, inputs, default_labels=True)
-        props["label_field"] = inputs.str("label_field", default="detections", label="Detections field")
-        class_choices = types.AutocompleteView()
-        for name in COCO_CLASSES:
-            class_choices.add_choice(name, label=name)
-        props["classes"] = inputs.list(
-            "classes",
-            types.String(),
-            label="Only these classes",
-            description="Leave empty to keep every class",
-            view=class_choices,
-        )
-        props["min_confidence"] = inputs.float(
-            "min_confidence", default=0.0, min=0.0, max=1.0, label="Minimum confidence"
-        )
-        target = types.RadioGroup()
-        target.add_choice(
-            "current", label=f"Current dataset ({ctx.dataset.name})" if ctx.dataset else "Current"
-        )
-        target.add_choice("new", label="A new dataset")
-        inputs.enum("target", target.values(), default="current", label="Add to", view=target)
-        if ctx.params.get("target") == "new":
-            props["new_dataset_name"] = inputs.str(
-                "new_dataset_name", required=True, label="New dataset name"
-            )
-        props["media_dir"] = inputs.str(
-            "media_dir",
-            label="Media folder",
-            description="Where downloaded images go; default: a 'simages' folder beside the dataset's media",
-        )
+        props.update(import_target_inputs(ctx, inputs))
         inputs.bool("delegate", default=False, label="Delegate", description="Run as a delegated operation")
 
         def check() -> None:
@@ -208,6 +198,79 @@ class ImportSimilar(foo.Operator):
         return types.Property(import_outputs())
 
 
+class ExpandDataset(foo.Operator):
+    """Search with every sample of the view and add the similar images found: batched, resumable, capped."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="expand_dataset",
+            label="Expand dataset with similar images (simages)",
+            description="Every sample of the current view finds similar images, added as new samples",
+            dynamic=True,
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_delegation(self, ctx: Any) -> bool | None:
+        return True if ctx.params.get("delegate") else None
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        props = expand_inputs(ctx, inputs)
+        props.update(import_target_inputs(ctx, inputs))
+        inputs.bool(
+            "delegate",
+            default=ctx.view is not None and len(ctx.view) > IMMEDIATE_MAX_SAMPLES,
+            label="Delegate",
+            description="Run as a delegated operation (recommended for large views)",
+        )
+
+        def check() -> None:
+            check_key(ctx)
+            params = expand_params_from_ctx(ctx)
+            plan = plan_expand(ctx.view, params, options_from_ctx(ctx))
+            client = client_from_ctx(ctx)
+            try:
+                budget_notice(inputs, plan, plan.budget(client, params.max_requests))
+            finally:
+                client.close()
+
+        show_errors(inputs, props, check)
+        return types.Property(inputs, view=types.View(label="Expand dataset with similar images"))
+
+    def execute(self, ctx: Any):
+        params = expand_params_from_ctx(ctx)
+        options = options_from_ctx(ctx)
+        client = client_from_ctx(ctx)
+        result: ExpandResult | None = None
+        try:
+            with closing(iter_expand(client, ctx.view, params, options)) as events:
+                for event in events:
+                    if isinstance(event, Progress):
+                        if ctx.delegated:
+                            ctx.set_progress(progress=event.fraction, label=event.label)
+                        else:
+                            yield ctx.ops.set_progress(progress=event.fraction, label=event.label)
+                    else:
+                        result = event
+        finally:
+            client.close()
+        assert result is not None
+        if ctx.delegated:
+            return
+        if result.imported and result.dataset_name == ctx.dataset.name:
+            yield ctx.ops.set_view(view=ctx.dataset.match_tags(result.tag))
+        elif result.imported:
+            yield ctx.ops.open_dataset(result.dataset_name)
+        yield ctx.ops.show_output(types.Property(expand_outputs()).to_json(), result.to_dict())
+
+    def resolve_output(self, ctx: Any) -> types.Property:
+        return types.Property(expand_outputs())
+
+
 def register(p: Any) -> None:
     p.register(FindSimilar)
     p.register(ImportSimilar)
+    p.register(ExpandDataset)

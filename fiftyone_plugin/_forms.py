@@ -10,14 +10,18 @@ from typing import Any
 
 import fiftyone.operators.types as types
 
-from simages_core import SimilarImagesClient
+from simages_core import RequestBudget, SimilarImagesClient
+from simages_core.coco import COCO_CLASSES
 
+from ._expanding import ExpandPlan
 from ._outcomes import FindSimilarResult
 from ._params import (
     SOURCE_LABELS,
+    ExpandParams,
     ImportOptions,
     ParamError,
     SearchParams,
+    build_expand_params,
     build_import_options,
     build_params,
     decode_upload,
@@ -145,6 +149,42 @@ def query_inputs(ctx: Any, inputs: types.Object, default_labels: bool) -> dict[s
     return props
 
 
+
+def import_target_inputs(ctx: Any, inputs: types.Object) -> dict[str, types.Property]:
+    """Where imported samples go and how their labels are written (import and expand forms)."""
+    props: dict[str, types.Property] = {}
+    props["label_field"] = inputs.str("label_field", default="detections", label="Detections field")
+    class_choices = types.AutocompleteView()
+    for name in COCO_CLASSES:
+        class_choices.add_choice(name, label=name)
+    props["classes"] = inputs.list(
+        "classes",
+        types.String(),
+        label="Only these classes",
+        description="Leave empty to keep every class",
+        view=class_choices,
+    )
+    props["min_confidence"] = inputs.float(
+        "min_confidence", default=0.0, min=0.0, max=1.0, label="Minimum confidence"
+    )
+    target = types.RadioGroup()
+    target.add_choice(
+        "current", label=f"Current dataset ({ctx.dataset.name})" if ctx.dataset else "Current"
+    )
+    target.add_choice("new", label="A new dataset")
+    inputs.enum("target", target.values(), default="current", label="Add to", view=target)
+    if ctx.params.get("target") == "new":
+        props["new_dataset_name"] = inputs.str(
+            "new_dataset_name", required=True, label="New dataset name"
+        )
+    props["media_dir"] = inputs.str(
+        "media_dir",
+        label="Media folder",
+        description="Where downloaded images go; default: a 'simages' folder beside the dataset's media",
+    )
+    return props
+
+
 def show_errors(inputs: types.Object, props: dict[str, types.Property], check: Any) -> bool:
     """Run ``check()``; show its ``ParamError`` on the input it names (or as a banner)."""
     try:
@@ -201,4 +241,66 @@ def import_outputs() -> types.Object:
     outputs.str("dataset_name", label="Dataset")
     outputs.str("tag", label="Run tag")
     outputs.str("media_dir", label="Media folder")
+    return outputs
+
+
+# --- expand form ----------------------------------------------------------------------------------
+
+IMMEDIATE_MAX_SAMPLES = 200
+"""Views up to this size run immediately by default; larger ones are delegated."""
+
+
+def expand_params_from_ctx(ctx: Any) -> ExpandParams:
+    p = ctx.params
+    return build_expand_params(
+        per_sample=p.get("per_sample", 5),
+        labels=p.get("labels", True),
+        max_requests=p.get("max_requests"),
+    )
+
+
+def expand_inputs(ctx: Any, inputs: types.Object) -> dict[str, types.Property]:
+    """The expand form's own inputs: results per sample, labels, the request cap."""
+    props: dict[str, types.Property] = {}
+    props["per_sample"] = inputs.int(
+        "per_sample",
+        default=5,
+        min=1,
+        max=50,
+        label="Similar images per sample",
+        description="1 to 50; every sample of the current view is one API request",
+    )
+    props["labels"] = inputs.bool(
+        "labels", default=True, label="Detect objects", description="COCO-YOLOv7 boxes for each image"
+    )
+    props["max_requests"] = inputs.int(
+        "max_requests",
+        min=0,
+        label="Maximum requests",
+        description="Stop after this many API requests; run again with the same settings to continue",
+    )
+    return props
+
+
+def budget_notice(inputs: types.Object, plan: ExpandPlan, budget: RequestBudget) -> None:
+    """What the run will cost, before it runs: requests, how many beyond today's free ones, progress so far."""
+    done = plan.total - len(plan.todo)
+    resumed = f" {done} of {plan.total} samples were searched by an earlier run and are skipped." if done else ""
+    inputs.view(
+        "budget",
+        types.Notice(label=f"This run: {budget.describe()}.{resumed}"),
+    )
+
+
+def expand_outputs() -> types.Object:
+    outputs = types.Object()
+    outputs.str("summary", label="Result")
+    outputs.int("imported", label="Imported (whole run)")
+    outputs.int("skipped_duplicates", label="Skipped (already in the dataset)")
+    outputs.int("requests_this_run", label="Requests sent")
+    outputs.int("failed_downloads", label="Failed downloads")
+    outputs.int("failed_queries", label="Failed queries")
+    outputs.list("errors", types.String(), label="What failed")
+    outputs.str("dataset_name", label="Dataset")
+    outputs.str("tag", label="Run tag")
     return outputs

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import closing
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import fiftyone as fo
 import fiftyone.core.collections as foc
+from fiftyone import ViewField as F
 
 from simages_core import SimilarImagesClient
 
 from ._downloads import DownloadJob, DownloadOutcome, iter_downloads
-from ._outcomes import FailedDownload, ImportSimilarResult, Progress
+from ._outcomes import FailedDownload, ImportSimilarResult, Progress, RankedImage
 from ._params import ImportOptions, SearchParams
 from ._provenance import existing_keys, run_tag
 from ._ranking import ClassFilter
@@ -29,6 +30,8 @@ from ._samples import SampleSpec, build_sample
 from ._search import plan_queries, run_search
 
 logger = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 
 def default_media_dir(collection: foc.SampleCollection, target_name: str) -> str:
@@ -101,21 +104,8 @@ def iter_import(
             for done, outcome in enumerate(downloads, start=1):
                 outcomes[outcome.job.key] = outcome
                 yield Progress(0.05 + 0.85 * done / len(jobs), f"Downloaded {done}/{len(jobs)}")
-        ok = [o for o in (outcomes[j.key] for j in jobs) if o.ok and o.path is not None]
-        if ok:
-            samples = [
-                build_sample(
-                    by_id[o.job.key],
-                    o.path,
-                    o.width or 0,
-                    o.height or 0,
-                    spec,
-                    size_bytes=o.size_bytes,
-                    mime_type=o.mime_type,
-                )
-                for o in ok
-                if o.path is not None
-            ]
+        samples = build_samples(by_id, [outcomes[j.key] for j in jobs], spec)
+        if samples:
             if dataset is None:
                 dataset, created = create_target(target_name), True
             sample_ids = list(dataset.add_samples(samples, progress=False))
@@ -145,15 +135,43 @@ def iter_import(
     )
 
 
-def roll_back(dataset: fo.Dataset | None, tag: str, outcomes: Iterable[DownloadOutcome]) -> None:
+def build_samples(
+    by_id: Mapping[str, RankedImage], outcomes: Iterable[DownloadOutcome], spec: SampleSpec
+) -> list[fo.Sample]:
+    """New samples for the successful downloads (keyed by API image id), in the outcomes' order."""
+    return [
+        build_sample(
+            by_id[o.job.key],
+            o.path,
+            o.width or 0,
+            o.height or 0,
+            spec,
+            size_bytes=o.size_bytes,
+            mime_type=o.mime_type,
+        )
+        for o in outcomes
+        if o.ok and o.path is not None
+    ]
+
+
+def roll_back(
+    dataset: fo.Dataset | None,
+    tag: str,
+    outcomes: Iterable[DownloadOutcome],
+    only_ids: Collection[str] | None = None,
+) -> None:
     """Remove the samples tagged with this run (some batches may be in) and then the run's files.
 
-    The files go only once no sample of the run can point at them: if removing the samples
-    fails, the files stay (a sample without its file would be worse than an extra file).
+    ``only_ids`` narrows the removal to samples with those API image ids: one batch of a
+    longer run (``_expanding``), whose earlier batches stay. The files go only once no sample of
+    the run can point at them: if removing the samples fails, the files stay (a sample without
+    its file would be worse than an extra file).
     """
     if dataset is not None:
         try:
             partial = dataset.match_tags(tag)
+            if only_ids is not None:
+                partial = partial.match(F("simages_id").is_in(sorted(only_ids)))
             if len(partial):
                 dataset.delete_samples(partial)
         except Exception:
@@ -165,15 +183,14 @@ def roll_back(dataset: fo.Dataset | None, tag: str, outcomes: Iterable[DownloadO
             outcome.path.unlink(missing_ok=True)
 
 
-def drain(
-    events: Iterator[Progress | ImportSimilarResult], progress: Callable[[Progress], Any] | None = None
-) -> ImportSimilarResult:
-    """Run ``iter_import`` to the end, passing progress to ``progress``; returns the result."""
-    result: ImportSimilarResult | None = None
+def drain(events: Iterator[Progress | _R], progress: Callable[[Progress], Any] | None = None) -> _R:
+    """Run ``iter_import`` (or ``iter_expand``) to the end, passing progress to ``progress``; returns the result."""
+    result: _R | None = None
     for event in events:
-        if isinstance(event, ImportSimilarResult):
+        if isinstance(event, Progress):
+            if progress is not None:
+                progress(event)
+        else:
             result = event
-        elif progress is not None:
-            progress(event)
     assert result is not None
     return result

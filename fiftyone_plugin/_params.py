@@ -266,3 +266,60 @@ def check_field_name(name: object) -> str:
     if name.startswith("simages_") or name in ("filepath", "id", "tags", "metadata", "media_type"):
         raise ParamError("label_field", f"{name!r} is reserved; choose another field name")
     return name
+
+
+# --- expanding a dataset --------------------------------------------------------------------------
+
+MAX_EXPAND_WORKERS = 64
+
+
+@dataclass(frozen=True)
+class ExpandParams:
+    """An expansion: every sample of a view is a query for ``per_sample`` similar images."""
+
+    per_sample: int = 5
+    labels: bool = True
+    max_requests: int | None = None
+    """Stop after sending this many requests (``None``: no cap). Not part of the run's identity,
+    so a capped run continues with a higher cap."""
+    batch_size: int = 128
+    """Query samples per batch: each batch's new samples are added (with their files) or not at all."""
+    max_workers: int = 16
+    """Searches in flight at once."""
+
+    def query(self, image: str) -> Query:
+        return core_query("selected", image=image, num_similar=self.per_sample, labels=self.labels)
+
+
+def build_expand_params(
+    *,
+    per_sample: object = 5,
+    labels: object = True,
+    max_requests: object = None,
+    batch_size: object = 128,
+    max_workers: object = 16,
+) -> ExpandParams:
+    """Validate an expansion; ``per_sample`` follows the core's ``num_similar`` rule (1 to 50)."""
+    if isinstance(per_sample, float) and per_sample.is_integer():
+        per_sample = int(per_sample)
+    try:
+        Query(text="expand", num_similar=cast(int, per_sample))
+    except InvalidRequest as exc:
+        raise ParamError("per_sample", f"similar images per sample: {exc.message}") from None
+    return ExpandParams(
+        per_sample=cast(int, per_sample),
+        labels=bool(labels),
+        max_requests=None if max_requests is None else _whole("max_requests", max_requests, 0, None),
+        batch_size=_whole("batch_size", batch_size, 1, 10_000),
+        max_workers=_whole("max_workers", max_workers, 1, MAX_EXPAND_WORKERS),
+    )
+
+
+def _whole(name: str, value: object, low: int, high: int | None) -> int:
+    """A whole number within bounds (``10.0`` from a form is ``10``), else a ``ParamError`` naming it."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise ParamError(name, f"{name} must be a whole number {bounds}, got {value!r}")
+    return value

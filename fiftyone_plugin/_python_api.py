@@ -1,13 +1,14 @@
-"""The plugin's Python entry points, ``find_similar(...)`` and ``import_similar(...)``.
+"""The plugin's Python entry points, ``find_similar(...)``, ``import_similar(...)`` and ``expand_dataset(...)``.
 
-They run the same code as the operators (``_params`` → ``_search`` / ``_importing``), with
-typed results instead of App output.
+They run the same code as the operators (``_params`` → ``_search`` / ``_importing`` /
+``_expanding``), with typed results instead of App output.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from typing import Any
 
 import fiftyone.core.collections as foc
@@ -15,9 +16,10 @@ import fiftyone.core.collections as foc
 from simages_core import SimilarImagesClient
 
 from ._downloads import DownloadPolicy
+from ._expanding import iter_expand
 from ._importing import drain, iter_import
-from ._outcomes import FindSimilarResult, ImportSimilarResult, Progress
-from ._params import build_import_options, build_params
+from ._outcomes import ExpandResult, FindSimilarResult, ImportSimilarResult, Progress
+from ._params import build_expand_params, build_import_options, build_params
 from ._search import find_similar_with, make_client
 
 
@@ -91,6 +93,58 @@ def import_similar(
     client = client or make_client(api_key, api_url)
     try:
         return drain(iter_import(client, dataset_or_view, params, options), progress)
+    finally:
+        if own:
+            client.close()
+
+
+def expand_dataset(
+    view_or_dataset: foc.SampleCollection,
+    per_sample: int = 5,
+    *,
+    labels: bool = True,
+    max_requests: int | None = None,
+    media_dir: str | None = None,
+    new_dataset_name: str | None = None,
+    label_field: str = "detections",
+    classes: Sequence[str] | None = None,
+    min_confidence: float = 0.0,
+    batch_size: int = 128,
+    max_workers: int = 16,
+    api_key: str | None = None,
+    api_url: str | None = None,
+    client: SimilarImagesClient | None = None,
+    policy: DownloadPolicy | None = None,
+    progress: Callable[[Progress], Any] | None = None,
+) -> ExpandResult:
+    """Search with every sample of the view (or dataset) and add up to ``per_sample`` similar images each.
+
+    New images are deduplicated across the run and against the target (this dataset, or
+    ``new_dataset_name``) by API id and source URL, and added batch by batch with their files,
+    detections and provenance. The run is recorded on the dataset: called again with the same
+    arguments (``max_requests``, ``batch_size`` and ``max_workers`` aside), it continues where an
+    interrupted or capped run stopped. ``max_requests`` caps the requests this call sends.
+    """
+    params = build_expand_params(
+        per_sample=per_sample,
+        labels=labels,
+        max_requests=max_requests,
+        batch_size=batch_size,
+        max_workers=max_workers,
+    )
+    options = build_import_options(
+        media_dir=media_dir,
+        new_dataset_name=new_dataset_name,
+        label_field=label_field,
+        classes=classes,
+        min_confidence=min_confidence,
+        policy=policy,
+    )
+    own = client is None
+    client = client or make_client(api_key, api_url)
+    try:
+        with closing(iter_expand(client, view_or_dataset, params, options)) as events:
+            return drain(events, progress)
     finally:
         if own:
             client.close()

@@ -1,9 +1,11 @@
 """``simages-ls``: serve the ML backend, or expand a project with similar images.
 
     simages-ls serve [--host 0.0.0.0] [--port 9090] [--threads 8]
-    simages-ls expand --project 1 [--tasks 1,2,3] [--per-task 5] [--min-score 0.5] [--json]
+    simages-ls expand --project 1 [--tasks 1,2,3] [--per-task 5] [--min-score 0.5]
+                      [--max-requests N] [--chunk-size 200] [--dry-run] [--no-progress] [--json]
 
-Exit codes: 0 success, 1 the API or Label Studio refused, 2 bad arguments or settings.
+Exit codes: 0 success (also when stopped at --max-requests), 1 the API or Label Studio refused
+(an import that failed included), 2 bad arguments or settings, 130 interrupted (run again to continue).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import signal
 import sys
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -47,6 +50,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     expand.add_argument("--per-task", type=int, default=5, help="similar images per source task (default 5)")
     expand.add_argument("--min-score", type=float, default=0.0, help="minimum similarity (default 0)")
+    expand.add_argument(
+        "--max-requests", type=int, help="send at most this many searches; run again later to continue"
+    )
+    expand.add_argument(
+        "--chunk-size", type=int, default=200, help="new tasks per Label Studio import (default 200)"
+    )
+    expand.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print how many requests the run would send (and how many beyond today's free ones); send none",
+    )
+    expand.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     expand.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -70,20 +85,72 @@ def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
     return 0
 
 
+class _ProgressBar:
+    """A tqdm bar on stderr, made at the first call (when the run knows how many tasks it will search)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._enabled:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="task", desc="expand", file=sys.stderr, dynamic_ncols=True)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _print_report(report: Any) -> None:
+    print(
+        f"project {report.project_id}: {report.added} new tasks from {report.source_tasks} source tasks "
+        f"({report.requests} requests, {report.chunks} imports), {report.skipped_existing} already in the "
+        f"project, {report.resumed} expanded by an earlier run, {len(report.failed_tasks)} source tasks failed"
+    )
+    for task_id, new_ids in report.landed.items():
+        print(f"  task {task_id}: added tasks {', '.join(map(str, new_ids))}")
+    for task_id, reason in report.failed_tasks.items():
+        print(f"  task {task_id}: failed: {reason}")
+    if report.stopped:
+        print(f"stopped: {report.stopped}; {report.remaining} source tasks left: run again to continue")
+
+
 def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
     from .context import AccountError, redactor_for
-    from .expand import ExpandError, ImportUnconfirmed, expand_project
+    from .expand import ExpandError, ImportUnconfirmed, expand_project, plan_expand
 
     redact = redactor_for(settings)
-
+    bar = _ProgressBar(not (args.no_progress or args.json or args.dry_run))
     try:
+        if args.dry_run:
+            plan = plan_expand(
+                args.project, task_ids=args.tasks, max_requests=args.max_requests, settings=settings
+            )
+            print(json.dumps(dataclasses.asdict(plan), indent=2) if args.json else plan.describe())
+            return 0
         report = expand_project(
             args.project,
             task_ids=args.tasks,
             per_task=args.per_task,
             min_score=args.min_score,
+            max_requests=args.max_requests,
+            chunk_size=args.chunk_size,
             settings=settings,
+            progress=bar,
         )
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            "simages-ls: interrupted; imported chunks stay in the project, run the same command again to "
+            "continue",
+            file=sys.stderr,
+        )
+        return 130
     except ImportUnconfirmed as exc:
         print(redact(f"simages-ls: {exc}"), file=sys.stderr)
         return 1
@@ -101,17 +168,17 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
             redact(f"simages-ls: Label Studio answered {status}: {getattr(exc, 'body', '')}"), file=sys.stderr
         )
         return 1
+    finally:
+        bar.close()
     if args.json:
         print(json.dumps(dataclasses.asdict(report), indent=2))
     else:
-        print(
-            f"project {report.project_id}: {report.added} new tasks from {report.source_tasks} source tasks, "
-            f"{report.skipped_existing} already in the project, {len(report.failed_tasks)} source tasks failed"
-        )
-        for task_id, new_ids in report.landed.items():
-            print(f"  task {task_id}: added tasks {', '.join(map(str, new_ids))}")
-        for task_id, reason in report.failed_tasks.items():
-            print(f"  task {task_id}: failed: {reason}")
+        _print_report(report)
+    if report.failed_chunk is not None or (
+        report.stopped and report.remaining and "refused" in report.stopped
+    ):
+        print(redact(f"simages-ls: stopped: {report.stopped}"), file=sys.stderr)
+        return 1
     return 0
 
 

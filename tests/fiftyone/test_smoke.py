@@ -24,7 +24,7 @@ print(json.dumps({
 """
 
 
-def test_fresh_interpreter_lists_both_operators():
+def test_fresh_interpreter_lists_every_operator():
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIFTYONE_")}
     env.update(FO_ENV)
     env.pop("PYTHONPATH", None)
@@ -40,6 +40,7 @@ def test_fresh_interpreter_lists_both_operators():
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert "@simages/similar-images" in found["plugins"]
     assert found["operators"] == [
+        "@simages/similar-images/expand_dataset",
         "@simages/similar-images/find_similar",
         "@simages/similar-images/import_similar",
     ]

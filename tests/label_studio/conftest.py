@@ -1,4 +1,5 @@
-"""Fixtures for the Label Studio tier: the ML backend as a real process, tasks' images on loopback."""
+"""Fixtures for the Label Studio tier: the ML backend as a real process, tasks' images on loopback,
+and one real Label Studio for the whole session (it takes ~40 s to start)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+from label_studio_sdk import LabelStudio
 
 from simages_core.boxes import LabelStudioBox, from_label_studio
-from simages_label_studio.testing import BackendProcess
+from simages_label_studio.testing import BackendProcess, LabelStudioProcess
+
+REPO = Path(__file__).resolve().parents[2]
+LABEL_STUDIO_BIN = REPO / ".venv-ls" / "bin" / "label-studio"
+TOKEN = "simages0test0token0000000000000000000000"
 
 CONFIG = """
 <View>
@@ -31,6 +39,30 @@ CONFIG = """
   </Choices>
 </View>
 """
+
+
+@dataclass(frozen=True)
+class LabelStudioInstance:
+    url: str
+    token: str
+    log: Path | None
+
+    def sdk(self) -> LabelStudio:
+        return LabelStudio(base_url=self.url, api_key=self.token)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(
+            self.url + path, headers={"Authorization": f"Token {self.token}"}, timeout=120, **kwargs
+        )
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> Iterator[LabelStudioInstance]:
+    """A real Label Studio 1.23 from ``.venv-ls``, shared by every module that needs one."""
+    if not LABEL_STUDIO_BIN.exists():
+        pytest.fail(f"Label Studio is not installed at {LABEL_STUDIO_BIN}: run scripts/install.sh")
+    with LabelStudioProcess(LABEL_STUDIO_BIN, tmp_path_factory.mktemp("label-studio"), token=TOKEN) as ls:
+        yield LabelStudioInstance(ls.url, TOKEN, ls.log_path)
 
 
 def backend_env(base_url: str, api_key: str, home: Path, **extra: str) -> dict[str, str]:

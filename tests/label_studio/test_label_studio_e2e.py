@@ -12,49 +12,20 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from label_studio_sdk import LabelStudio
 from PIL import Image
 
 from simages_label_studio.expand import SOURCE_TASK_KEY, expand_project
 from simages_label_studio.settings import BackendSettings
-from simages_label_studio.testing import LabelStudioProcess
 
 from .conftest import CONFIG, assert_boxes_close, backend_env, choices, coco_boxes, pixel_boxes, start_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-LABEL_STUDIO_BIN = REPO / ".venv-ls" / "bin" / "label-studio"
-TOKEN = "simages0test0token0000000000000000000000"
 PROJECT_LABELS = {"Person", "Cat", "Mug", "Spoon", "Horse"}  # the RectangleLabels of CONFIG
-
-
-@dataclass(frozen=True)
-class LabelStudioInstance:
-    url: str
-    token: str
-    log: Path | None
-
-    def sdk(self) -> LabelStudio:
-        return LabelStudio(base_url=self.url, api_key=self.token)
-
-    def post(self, path: str, **kwargs) -> requests.Response:
-        return requests.post(
-            self.url + path, headers={"Authorization": f"Token {self.token}"}, timeout=120, **kwargs
-        )
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory) -> Iterator[LabelStudioInstance]:
-    if not LABEL_STUDIO_BIN.exists():
-        pytest.fail(f"Label Studio is not installed at {LABEL_STUDIO_BIN}: run scripts/install.sh")
-    with LabelStudioProcess(LABEL_STUDIO_BIN, tmp_path_factory.mktemp("label-studio"), token=TOKEN) as ls:
-        yield LabelStudioInstance(ls.url, TOKEN, ls.log_path)
 
 
 @pytest.fixture(scope="module")
@@ -222,8 +193,14 @@ def test_expand_refuses_bad_input_with_clear_errors(project, label_studio, local
     assert run("--project", str(project["id"]), "--per-task", "0").returncode == 2
     no_project = run("--project", "424242")
     assert no_project.returncode == 1 and "Label Studio answered 404" in no_project.stderr
+    # A project with a task still to search (the shared one may be expanded already, and a source
+    # task expanded by an earlier run is not searched again): the API's refusal must show.
+    fresh = label_studio.sdk().projects.create(title="simages refused", label_config=CONFIG)
+    label_studio.sdk().projects.import_tasks(
+        id=fresh.id, request=[{"data": {"image": local_api.image_url("astronaut_resized.jpg")}}]
+    )
     env["SIMAGES_API_KEY"] = "sk-wrong-key-0000"
-    refused = run("--project", str(project["id"]))
+    refused = run("--project", str(fresh.id))
     assert refused.returncode == 1 and "refused: InvalidApiKey (403)" in refused.stderr
     assert "sk-wrong-key-0000" not in refused.stdout + refused.stderr
     assert "Traceback" not in missing.stderr + no_project.stderr + refused.stderr

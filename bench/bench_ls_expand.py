@@ -1,0 +1,155 @@
+"""``simages-ls expand`` on a 1,000-task project in a real Label Studio: wall time and peak memory.
+
+The local server serves the demo collection with 100 ms added to every answer (a distant
+API); Label Studio 1.23 runs from ``.venv-ls``, its import API included. The project's
+tasks point at the server's own ``/images/{id}``, repeated (``?copy=k`` keeps every task's
+URL distinct). ``expand`` runs as a subprocess, as a user runs it, and its resident memory
+is sampled every 20 ms for its peak; the timed span is the run's own (``seconds`` in its report:
+listing, searches, imports), the process's wall time (plus interpreter start-up) is printed too. The baseline, in the same run, is the same command
+with one worker (a sequential loop: one search after another) on a 100-task project,
+scaled per task. The latency-bound ideal for ``W`` workers is ``ceil(requests / W) * latency``.
+Targets: within 1.5x of the ideal; peak RSS for 1,000 tasks close to that for 250 (the
+run streams, so memory does not grow with the project).
+
+The demo index holds 57 images, so most similar images are already in the project after the
+first few dozen source tasks: the run imports a few dozen tasks, and sends 1,000 searches.
+
+Run: .venv/bin/python bench/bench_ls_expand.py [--tasks 1000] [--small 250] [--workers 16] [--latency-ms 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from simages_label_studio.testing import LabelStudioProcess
+from simages_server.demo import build_demo_collection
+from simages_server.index import ImageIndex, build_index
+from simages_server.testing import ServerProcess
+
+REPO = Path(__file__).resolve().parents[1]
+LABEL_STUDIO_BIN = REPO / ".venv-ls" / "bin" / "label-studio"
+TOKEN = "simages0bench0token00000000000000000000"
+CONFIG = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="label" toName="image"><Label value="person"/><Label value="cat"/><Label value="cup"/>
+<Label value="horse"/><Label value="motorcycle"/><Label value="clock"/></RectangleLabels></View>"""
+
+
+def make_project(ls_url: str, server_url: str, ids: list[str], count: int, title: str) -> int:
+    from label_studio_sdk import LabelStudio
+
+    ls = LabelStudio(base_url=ls_url, api_key=TOKEN)
+    project = ls.projects.create(title=title, label_config=CONFIG)
+    tasks = [{"data": {"image": f"{server_url}/images/{ids[k % len(ids)]}?copy={k}"}} for k in range(count)]
+    for start in range(0, count, 500):
+        ls.projects.import_tasks(id=project.id, request=tasks[start : start + 500])
+    return int(project.id)
+
+
+def run_expand(project_id: int, env: dict[str, str]) -> tuple[float, int, dict]:
+    """(wall seconds, peak RSS in bytes, the JSON report) of one ``simages-ls expand`` process."""
+    args = [sys.executable, "-m", "simages_label_studio", "expand", "--project", str(project_id)]
+    args += ["--per-task", "3", "--json", "--no-progress"]
+    started = time.perf_counter()
+    peak = 0
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        watched = psutil.Process(proc.pid)
+        try:
+            while proc.poll() is None:
+                try:
+                    peak = max(peak, watched.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.02)
+            out, err = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"expand failed ({proc.returncode}): {err[-2000:]}")
+    return wall, peak, json.loads(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--small", type=int, default=250)
+    parser.add_argument("--baseline-tasks", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    args = parser.parse_args()
+    latency = args.latency_ms / 1000
+    if not LABEL_STUDIO_BIN.exists():
+        raise SystemExit(f"Label Studio is not installed at {LABEL_STUDIO_BIN}: run scripts/install.sh")
+
+    with tempfile.TemporaryDirectory(prefix="bench-ls-expand-") as tmp_name:
+        tmp = Path(tmp_name)
+        images = build_demo_collection(tmp / "demo")
+        build_index(images, tmp / "index", coco=tmp / "demo" / "annotations.json", progress=False)
+        ids = [r.id for r in ImageIndex.load(tmp / "index").records]
+        server = ServerProcess(
+            tmp / "index", api_keys=("bench",), latency_ms=args.latency_ms, state=tmp, log_path=tmp / "s.log"
+        )
+        label_studio = LabelStudioProcess(LABEL_STUDIO_BIN, tmp / "ls", token=TOKEN)
+        with server, label_studio:
+            env = {
+                **os.environ,
+                "SIMAGES_API_URL": server.url,
+                "SIMAGES_API_KEY": "bench",
+                "SIMAGES_CACHE": "0",
+                "SIMAGES_HOME": str(tmp / "home"),
+                "SIMAGES_MAX_WORKERS": str(args.workers),
+                "LABEL_STUDIO_URL": label_studio.url,
+                "LABEL_STUDIO_API_KEY": TOKEN,
+                "LOG_LEVEL": "WARNING",
+            }
+            base_id = make_project(label_studio.url, server.url, ids, args.baseline_tasks, "baseline")
+            small_id = make_project(label_studio.url, server.url, ids, args.small, "small")
+            big_id = make_project(label_studio.url, server.url, ids, args.tasks, "big")
+
+            seq_wall, _, seq = run_expand(base_id, {**env, "SIMAGES_MAX_WORKERS": "1"})
+            small_wall, small_rss, small = run_expand(small_id, env)
+            wall, rss, report = run_expand(big_id, env)
+
+    # The run's own time (listing, searches, imports), from its report; the process's wall time adds a
+    # constant ~2 s of interpreter and label-studio-sdk start-up, printed apart.
+    run = report["seconds"]
+    per_task_seq = seq["seconds"] / max(1, seq["requests"])
+    sequential = per_task_seq * report["requests"]
+    ideal = math.ceil(report["requests"] / args.workers) * latency
+    print(f"tasks={args.tasks} workers={args.workers} latency={args.latency_ms:.0f}ms per_task=3")
+    print(
+        f"sequential loop (1 worker, {seq['requests']} tasks, scaled): {sequential:7.2f}s "
+        f"({per_task_seq * 1000:.0f} ms per task)"
+    )
+    print(
+        f"expand {report['requests']} requests, {report['added']} tasks imported in {report['chunks']} "
+        f"chunk(s): {run:7.2f}s  ideal {ideal:.2f}s  ratio to ideal {run / ideal:.2f}x (target <= 1.5x)  "
+        f"speed-up {sequential / run:.1f}x"
+    )
+    print(f"  process wall time {wall:.2f}s (start-up included); sequential loop process {seq_wall:.2f}s")
+    print(
+        f"  project of {args.small}: run {small['seconds']:.2f}s, process {small_wall:.2f}s, {small['requests']} requests"
+    )
+    growth = rss / small_rss
+    print(
+        f"peak RSS of expand: {small_rss / 2**20:.1f} MiB for {args.small} tasks, {rss / 2**20:.1f} MiB for "
+        f"{args.tasks} tasks (x{growth:.2f} for x{args.tasks / args.small:.0f} tasks; target <= 1.25x)"
+    )
+    ok = run / ideal <= 1.5 and growth <= 1.25
+    print("OK" if ok else "MISSED TARGET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

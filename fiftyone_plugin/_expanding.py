@@ -1,0 +1,270 @@
+"""Expanding a dataset: every sample of a view is a query; new similar images are added batch by batch.
+
+``iter_expand`` yields ``Progress`` after each batch and an ``ExpandResult`` last. The query
+samples are streamed: only their ids are listed (``values("id")``), file paths are read one batch
+at a time, and at most two batches of searches are in flight (``max_workers`` at once), so memory
+follows the batch size, not the view. While one batch downloads and is added, the next one's
+searches run. Each batch reuses the import pipeline's pieces (``_importing``): guarded atomic
+downloads, samples with detections and provenance, and a roll-back of just that batch if adding
+it fails. After each batch the run's record (``_expand_record``) is saved on the dataset, so an
+interrupted run, started again with the same parameters, skips the samples already searched;
+images already in the target (API id or source URL) are never imported twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import fiftyone as fo
+import fiftyone.core.collections as foc
+
+from simages_core import (
+    BatchItem,
+    InvalidApiKey,
+    MissingApiKey,
+    QuotaExceeded,
+    RequestBudget,
+    SimilarImagesClient,
+    budget_for,
+    redact_url,
+)
+from simages_core.fetch import Fetcher
+
+from ._downloads import DownloadJob, DownloadOutcome, iter_downloads
+from ._expand_record import (
+    ExpandRecord,
+    expand_identity,
+    expand_run_key,
+    load_record,
+    save_record,
+    start_record,
+)
+from ._importing import build_samples, create_target, default_media_dir, existing_target, roll_back
+from ._outcomes import ExpandResult, Progress, QueryLabel, RankedImage
+from ._params import ExpandParams, ImportOptions
+from ._provenance import existing_keys, run_tag
+from ._ranking import ClassFilter
+from ._samples import SampleSpec
+
+logger = logging.getLogger(__name__)
+
+# Errors after which no further query can succeed today: the run stops instead of sending the rest.
+_FATAL: dict[type[Exception], str] = {
+    QuotaExceeded: "the API's quota is exhausted",
+    InvalidApiKey: "the API key was refused",
+    MissingApiKey: "no API key",
+}
+_LOOKAHEAD = 2
+"""Batches whose searches are in flight: the one being imported and the next."""
+
+
+@dataclass(frozen=True)
+class ExpandPlan:
+    """What an expansion will do, before it sends anything: its run, its queries and its budget."""
+
+    run_key: str
+    identity: dict[str, object]
+    record: ExpandRecord
+    resumed: bool
+    target_name: str
+    media_dir: str
+    total: int
+    todo: tuple[str, ...]
+    """Ids of the query samples still to search, in the view's order."""
+
+    def budget(self, client: SimilarImagesClient, max_requests: int | None) -> RequestBudget:
+        return budget_for(len(self.todo), client.usage, max_requests=max_requests)
+
+
+def plan_expand(
+    collection: foc.SampleCollection, params: ExpandParams, options: ImportOptions, *, now: datetime | None = None
+) -> ExpandPlan:
+    """Find the run's record (a resumed run) or start a new one's identity; list the query ids left."""
+    source = collection._dataset
+    target = existing_target(collection, options)
+    target_name = target.name if target is not None else str(options.new_dataset_name)
+    media_dir = options.media_dir or default_media_dir(collection, target_name)
+    identity = expand_identity(collection, params, options, target_name, media_dir)
+    key = expand_run_key(identity)
+    record = load_record(source, key)
+    resumed = record is not None
+    if record is None:
+        record = ExpandRecord(tag=run_tag(now or datetime.now(timezone.utc)))
+    # Samples this expansion imported into the same dataset are results, never queries.
+    ids = collection.match_tags(record.tag, bool=False).values("id")
+    todo = tuple(i for i in ids if i not in record.done)
+    return ExpandPlan(key, identity, record, resumed, target_name, media_dir, len(ids), todo)
+
+
+def iter_expand(
+    client: SimilarImagesClient,
+    collection: foc.SampleCollection,
+    params: ExpandParams,
+    options: ImportOptions,
+    *,
+    now: datetime | None = None,
+) -> Generator[Progress | ExpandResult, None, None]:
+    """Search with every sample of ``collection`` and add the new images; yields progress, then the result."""
+    plan = plan_expand(collection, params, options, now=now)
+    source = collection._dataset
+    record = plan.record
+    if not plan.resumed:
+        start_record(source, plan.run_key, dict(plan.identity), record)
+    now = now or datetime.now(timezone.utc)
+    spec = SampleSpec(
+        label_field=options.label_field,
+        keep=ClassFilter(options.classes, options.min_confidence),
+        labels=params.labels,
+        tag=record.tag,
+        query_time=now.astimezone(timezone.utc).replace(tzinfo=None),
+    )
+    target = existing_target(collection, options)
+    known_ids, known_urls = existing_keys(target) if target is not None else (set(), set())
+    cap = params.max_requests
+    sent = 0
+    stopped: str | None = None
+    yield Progress(len(record.done) / max(plan.total, 1), _progress_label(record, plan.total))
+
+    pool = ThreadPoolExecutor(max_workers=params.max_workers, thread_name_prefix="simages-expand")
+    fetcher = Fetcher(options.policy.fetch_policy(), pool_size=max(options.policy.max_workers, 1))
+    pending: deque[list[tuple[QueryLabel, Future[BatchItem]]]] = deque()
+    position = 0
+    try:
+        while True:
+            # Keep the next batches' searches in flight while this one is imported.
+            # After a fatal error nothing new is sent; what is in flight is still imported (it is paid).
+            while stopped is None and len(pending) < _LOOKAHEAD and position < len(plan.todo) and (cap is None or sent < cap):
+                room = params.batch_size if cap is None else min(params.batch_size, cap - sent)
+                chunk = plan.todo[position : position + room]
+                position += len(chunk)
+                batch = _submit(pool, client, source, chunk, params, record)
+                sent += len(batch)
+                pending.append(batch)
+            if not pending:
+                break
+            batch = pending.popleft()
+            items = [(label, future.result()) for label, future in batch]
+            target, fatal = _import_batch(
+                target, plan.target_name, items, (known_ids, known_urls), spec, plan.media_dir, options, fetcher, record
+            )
+            record.requests += len(batch)
+            save_record(source, plan.run_key, record)
+            yield Progress(len(record.done) / max(plan.total, 1), _progress_label(record, plan.total))
+            stopped = stopped or fatal
+        if stopped is None and position < len(plan.todo):  # only the cap (or an error) leaves queries unsent
+            stopped = "cap"
+    finally:
+        # An interrupted run (an error, or a closed generator) sends nothing more.
+        pool.shutdown(wait=True, cancel_futures=True)
+        fetcher.close()
+    yield ExpandResult(
+        dataset_name=plan.target_name,
+        tag=record.tag,
+        run_key=plan.run_key,
+        media_dir=plan.media_dir,
+        queries_total=plan.total,
+        queries_done=len(record.done),
+        requests_this_run=sent,
+        found=record.found,
+        imported=record.imported,
+        skipped_duplicates=record.skipped_duplicates,
+        failed_downloads=record.failed_downloads,
+        failed_queries=record.failed_queries,
+        errors=tuple(record.errors),
+        stopped=stopped,
+        resumed=plan.resumed,
+    )
+
+
+def _progress_label(record: ExpandRecord, total: int) -> str:
+    return f"Searched {len(record.done)}/{total} samples, imported {record.imported}"
+
+
+def _submit(
+    pool: ThreadPoolExecutor,
+    client: SimilarImagesClient,
+    source: fo.Dataset,
+    chunk: Sequence[str],
+    params: ExpandParams,
+    record: ExpandRecord,
+) -> list[tuple[QueryLabel, Future[BatchItem]]]:
+    """Start the searches of one chunk of query samples; a sample without a file sends nothing."""
+    ids, paths = source.select(list(chunk)).values(["id", "filepath"])
+    by_id = dict(zip(ids, paths, strict=True))
+    batch = []
+    for sample_id in chunk:
+        path = by_id.get(sample_id)
+        if path is None or not os.path.isfile(path):
+            # Not marked done: a re-run tries it again once the file is there (it costs nothing).
+            record.failed_queries += 1
+            record.note_error(f"sample:{sample_id}: no local image file")
+            continue
+        query = params.query(image=path)
+        batch.append((QueryLabel("sample", sample_id), pool.submit(client.run_query, query)))
+    return batch
+
+
+def _import_batch(
+    target: fo.Dataset | None,
+    target_name: str,
+    items: Sequence[tuple[QueryLabel, BatchItem]],
+    known: tuple[set[str], set[str]],
+    spec: SampleSpec,
+    media_dir: str,
+    options: ImportOptions,
+    fetcher: Fetcher,
+    record: ExpandRecord,
+) -> tuple[fo.Dataset | None, str | None]:
+    """Download and add one batch's new images, all or nothing; returns the target and a fatal error."""
+    known_ids, known_urls = known
+    fatal: str | None = None
+    new: dict[str, RankedImage] = {}
+    answered: list[str] = []
+    for label, item in items:
+        if item.result is None:
+            record.failed_queries += 1
+            record.note_error(f"{label}: {item.error}")
+            why = next((w for cls, w in _FATAL.items() if isinstance(item.error, cls)), None)
+            if why is not None and fatal is None:
+                fatal = f"{why} ({item.error})"
+            continue
+        answered.append(label.value)
+        for rank, image in enumerate(item.result.images, start=1):
+            record.found += 1
+            if image.id in known_ids or image.url in known_urls:
+                record.skipped_duplicates += 1
+                continue
+            # The first query sample to find an image is its provenance.
+            known_ids.add(image.id)
+            known_urls.add(image.url)
+            new[image.id] = RankedImage(image=image, rank=rank, query=label)
+    jobs = [DownloadJob(key=r.image.id, url=r.image.url) for r in new.values()]
+    outcomes: list[DownloadOutcome] = []
+    created = False
+    try:
+        # Appended one by one, so a roll-back knows every file handed over before an interruption.
+        for outcome in iter_downloads(jobs, media_dir, options.policy, fetcher):
+            outcomes.append(outcome)
+        samples = build_samples(new, outcomes, spec)
+        if samples:
+            if target is None:
+                target, created = create_target(target_name), True
+            target.add_samples(samples, progress=False)
+    except BaseException:
+        roll_back(target, spec.tag, outcomes, only_ids=set(new))
+        if created and target is not None and len(target) == 0:
+            fo.delete_dataset(target_name)
+        raise
+    record.imported += len(samples)
+    for outcome in outcomes:
+        if not outcome.ok:
+            record.failed_downloads += 1
+            record.note_error(f"download {outcome.job.key} ({redact_url(outcome.job.url)}): {outcome.error}")
+    record.done.update(answered)
+    return target, fatal

@@ -1,0 +1,274 @@
+"""One ``expand`` run: searches stream through the bounded pool, results become chunks, chunks are imported.
+
+Split from ``expand.py`` (which finds the project and what to search) so each module has one job:
+this one turns source tasks into new tasks, deduplicated across the run and against the project,
+counts every search against the cap, and reports what landed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from label_studio_sdk import LabelStudio
+
+from simages_core import BatchItem, Query, SimilarImage, SimilarImagesError
+
+from .context import ACCOUNT_ERRORS, AccountError, BackendContext
+from .expand_chunks import Chunk, ChunkFailure, ChunkImporter
+from .expand_tasks import SOURCE_TASK_KEY, ProjectScan, SourceTask
+from .label_config import ImageTarget
+from .predictions import Thresholds, choices_region, own_rectangle_regions, prediction, vote_choices
+from .task_images import TaskImageError
+
+logger = logging.getLogger("simages_label_studio.expand")
+
+Progress = Callable[[int, int], None]
+"""Called with (source tasks searched, source tasks this run will search) as the run goes."""
+
+
+@dataclass(frozen=True)
+class ExpandReport:
+    project_id: int
+    source_tasks: int
+    added: int
+    skipped_existing: int
+    new_task_ids: tuple[int, ...] = ()
+    failed_tasks: dict[int, str] = field(default_factory=dict)
+    """Source task id -> why its search failed (those tasks added nothing; run again to retry them)."""
+    landed: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    """Source task id -> the ids of the new tasks made from it, as Label Studio reported them."""
+    requests: int = 0
+    """Searches sent to the API by this run."""
+    resumed: int = 0
+    """Source tasks an earlier run expanded already: not searched again (their tasks count as skipped)."""
+    remaining: int = 0
+    """Source tasks this run did not finish (cap reached, import failed): run again to continue."""
+    chunks: int = 0
+    """Imports Label Studio confirmed."""
+    stopped: str | None = None
+    """Why the run ended before every source task was searched, or ``None``."""
+    failed_chunk: ChunkFailure | None = None
+    """The import Label Studio refused; earlier chunks stay in the project."""
+    seconds: float = 0.0
+    """Wall time of the run, from listing the project's tasks to the last import."""
+    api_refused: bool = False
+    """The run stopped because the API refused every search (daily limit, key): ``stopped`` says why."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a run searches and imports (checked by ``expand_project``)."""
+
+    per_task: int
+    min_score: float
+    max_requests: int | None
+    chunk_size: int
+
+
+def _new_task_data(
+    target: ImageTarget, image: SimilarImage, source_task_id: int, rank: int, when: str
+) -> dict[str, Any]:
+    return {
+        target.value_key: image.url,
+        "simages_id": image.id,
+        "simages_score": round(image.score, 6),
+        "simages_rank": rank,
+        SOURCE_TASK_KEY: source_task_id,
+        "simages_thumbnail_url": image.thumbnail_url,
+        "simages_imported_at": when,
+    }
+
+
+def _own_prediction(
+    target: ImageTarget, image: SimilarImage, thresholds: Thresholds, model_version: str
+) -> dict:
+    """A prediction from the image's own detections: its boxes are exact for it, not borrowed."""
+    regions: list[dict[str, Any]] = []
+    for control in target.rectangles:
+        regions += own_rectangle_regions(control, image, thresholds.min_detection_score)
+    one_voter = Thresholds(min_detection_score=thresholds.min_detection_score, top_k=1, choice_threshold=1.0)
+    for control in target.choices:
+        region = choices_region(control, vote_choices(control, (image,), one_voter))
+        if region is not None:
+            regions.append(region)
+    return prediction(regions, model_version)
+
+
+class _CapReached(Exception):
+    """The run's ``max_requests`` were all sent before this search's turn."""
+
+
+class ExpandRun:
+    """One run: searches stream through the pool, results become chunks, chunks are imported in order."""
+
+    def __init__(
+        self,
+        ls: LabelStudio,
+        project_id: int,
+        target: ImageTarget,
+        model_version: str,
+        scan: ProjectScan,
+        options: Options,
+        context: BackendContext,
+        progress: Progress | None,
+        started: float,
+    ) -> None:
+        self.project_id, self.target, self.scan, self.options = project_id, target, scan, options
+        self.context, self.progress = context, progress
+        self.importer = ChunkImporter(ls, project_id, context.redact)
+        self.model_version = model_version
+        self.started = started
+        self.when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.failed: dict[int, str] = {}
+        self.skipped = sum(scan.resumed.values())
+        self.sent = 0  # searches sent (or being sent): never more than max_requests
+        self._sent_lock = threading.Lock()
+        self.empty = 0  # source tasks searched that had nothing new to add
+        self.account_error: SimilarImagesError | None = None
+
+    def _take_request(self) -> None:
+        """Counts one search against the cap, or raises ``_CapReached``: the cap is exact across threads."""
+        with self._sent_lock:
+            if self.options.max_requests is not None and self.sent >= self.options.max_requests:
+                raise _CapReached
+            self.sent += 1
+
+    def _search(self, source: SourceTask) -> BatchItem | str:
+        """On a pool thread: the source's image (downloaded only now) and its search; a failure as text."""
+        if source.ref is None:
+            return source.ref_error or "the task has no image"
+        try:
+            image = self.context.resolver.resolve(source.ref, source.id, need_size=False)
+        except TaskImageError as exc:
+            return self.context.redact(str(exc))
+        query = Query(url=image.url, image=image.data, num_similar=self.options.per_task + 1, labels=True)
+        self._take_request()
+        return self.context.client.run_query(query)  # never raises; the image is dropped after this
+
+    def _searches(self) -> Iterator[tuple[SourceTask, BatchItem | str | None]]:
+        """Each source with its outcome, in source order (``None``: not searched, the cap was reached).
+
+        At most ``4 x max_workers`` searches are queued, running or done but not yet consumed: an image
+        is downloaded only inside its running search and dropped after it, so images in memory are
+        bounded by the workers and results by the window; the slack keeps the pool busy behind a
+        slow search (results are consumed in order, for a deterministic deduplication).
+        """
+        window = 4 * self.context.settings.max_workers
+        pending: deque[tuple[SourceTask, Future[BatchItem | str]]] = deque()
+        sources = iter(self.scan.sources)
+        while True:
+            while len(pending) < window and not self._stopping():
+                source = next(sources, None)
+                if source is None:
+                    break
+                pending.append((source, self.context.executor.submit(self._search, source)))
+            if not pending:
+                return
+            source, future = pending.popleft()
+            try:
+                yield source, future.result()
+            except _CapReached:
+                yield source, None
+
+    def _stopping(self) -> bool:
+        capped = self.options.max_requests is not None and self.sent >= self.options.max_requests
+        return capped or self.account_error is not None or not self.importer.ok()
+
+    def run(self) -> ExpandReport:
+        total = len(self.scan.sources)
+        if self.options.max_requests is not None:
+            total = min(total, self.options.max_requests)
+        chunk = Chunk(1)
+        searched = 0
+        try:
+            if self.progress:
+                self.progress(0, total)
+            for source, outcome in self._searches():
+                if self.importer.failure is not None or outcome is None:
+                    continue  # after a failed import nothing more is imported; run again to retry
+                searched += 1
+                self._add(source, outcome, chunk)
+                if self.progress:
+                    self.progress(searched, total)
+                if len(chunk.tasks) >= self.options.chunk_size:
+                    self.importer.submit(chunk)
+                    chunk = Chunk(chunk.number + 1)
+            if chunk.tasks:
+                self.importer.submit(chunk)
+            self.importer.wait()
+        finally:
+            self.importer.close()
+        return self._report()
+
+    def _add(self, source: SourceTask, outcome: BatchItem | str, chunk: Chunk) -> None:
+        """The source's new tasks into ``chunk``, deduplicated against the project and this run."""
+        if isinstance(outcome, str) or outcome.error is not None or outcome.result is None:
+            error = outcome if isinstance(outcome, str) else outcome.error
+            if isinstance(error, ACCOUNT_ERRORS) and self.account_error is None:
+                self.account_error = error  # the API refuses every search now: stop sending
+            self.failed[source.id] = self.context.redact(str(error))
+            logger.warning("task %s: %s", source.id, self.failed[source.id])
+            return
+        others = [im for im in outcome.result.images if im.url != source.ref and im.id != source.simages_id]
+        added = 0
+        for rank, image in enumerate(others[: self.options.per_task], start=1):
+            if image.score < self.options.min_score:
+                break
+            if image.id in self.scan.known_ids or image.url in self.scan.known_urls:
+                self.skipped += 1
+                continue
+            self.scan.known_ids.add(image.id)
+            self.scan.known_urls.add(image.url)
+            chunk.tasks.append(
+                {
+                    "data": _new_task_data(self.target, image, source.id, rank, self.when),
+                    "predictions": [
+                        _own_prediction(self.target, image, self.context.thresholds, self.model_version)
+                    ],
+                }
+            )
+            chunk.sources.append(source.id)
+            added += 1
+        if not added:
+            self.empty += 1
+
+    def _report(self) -> ExpandReport:
+        importer = self.importer
+        failure = importer.failure
+        if self.account_error is not None and not importer.landed and failure is None:
+            raise AccountError(self.account_error)
+        remaining = len(self.scan.sources) - len(importer.landed) - len(self.failed) - self.empty
+        if failure is not None:
+            stopped: str | None = f"the import of chunk {failure.chunk} failed: {failure.reason}"
+        elif self.account_error is not None:
+            refused = self.context.redact(str(AccountError(self.account_error)))
+            stopped = f"the Similar Images API refused: {refused}"
+        elif remaining and self.options.max_requests is not None:
+            stopped = f"the cap of {self.options.max_requests} requests was reached"
+        else:
+            stopped = None
+        return ExpandReport(
+            project_id=self.project_id,
+            source_tasks=len(self.scan.sources) + len(self.scan.resumed),
+            added=len(importer.new_task_ids),
+            skipped_existing=self.skipped,
+            new_task_ids=tuple(importer.new_task_ids),
+            failed_tasks=self.failed,
+            landed=importer.landed,
+            requests=self.sent,
+            resumed=len(self.scan.resumed),
+            remaining=max(0, remaining),
+            chunks=importer.chunks_imported,
+            stopped=stopped,
+            failed_chunk=failure,
+            api_refused=self.account_error is not None,
+            seconds=round(time.perf_counter() - self.started, 3),
+        )
