@@ -7,16 +7,21 @@
 5. Label Studio (started from .venv-ls): a project gets predictions from the ML backend through
    "Retrieve predictions", then grows with similar images as pre-labelled tasks.
 
-Run: .venv/bin/python scripts/demo.py [--out .demo] [--skip-fiftyone] [--skip-label-studio]
+Run: .venv/bin/python scripts/demo.py [--out .demo] [--skip-fiftyone] [--skip-label-studio] [--serve]
 Nothing leaves the machine. Afterwards the FiftyOne dataset "simages-demo" stays, for
-``fiftyone app launch simages-demo``.
+``fiftyone app launch simages-demo``. With ``--serve`` everything keeps running on loopback
+after the main job (local server, Label Studio with the demo project, the ML backend, the
+FiftyOne App), the URLs and logins are printed, and Ctrl-C (or SIGTERM) stops all of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +35,9 @@ from simages_server.testing import ServerProcess
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "demo-key"
 LS_TOKEN = "simages0demo0token00000000000000000000000"
+# A local-only admin for the demo's Label Studio (loopback, throwaway data folder under --out).
+LS_USER = "admin@example.com"
+LS_PASSWORD = "simages-local-password"  # LabelStudioProcess's default
 LS_CONFIG = """<View>
   <Image name="image" value="$image"/>
   <RectangleLabels name="label" toName="image">
@@ -111,7 +119,10 @@ def _client(server: ServerProcess) -> SimilarImagesClient:
     return SimilarImagesClient(API_KEY, base_url=server.url, cache=False, usage=None)
 
 
-def label_studio_job(server: ServerProcess, index: Path, out: Path) -> None:
+def label_studio_job(
+    server: ServerProcess, index: Path, out: Path, keep: contextlib.ExitStack | None = None
+) -> list[str]:
+    """Returns the lines to print for ``--serve``; ``keep`` holds Label Studio and the backend open."""
     step("Label Studio: predictions from the ML backend, then growing the project")
     from label_studio_sdk import LabelStudio
 
@@ -122,7 +133,7 @@ def label_studio_job(server: ServerProcess, index: Path, out: Path) -> None:
     executable = REPO / ".venv-ls" / "bin" / "label-studio"
     if not executable.exists():
         print(f"  skipped: Label Studio is not installed at {executable} (run scripts/install.sh)")
-        return
+        return []
     records = {r.file: r for r in ImageIndex.load(index).records}
     files_by_url = {f"{server.url}/images/{r.id}": r.file for r in records.values()}
     files = [
@@ -139,49 +150,96 @@ def label_studio_job(server: ServerProcess, index: Path, out: Path) -> None:
         "LOG_LEVEL": "WARNING",
     }
     started = time.monotonic()
-    with LabelStudioProcess(executable, out / "label-studio", token=LS_TOKEN) as studio:
+    # Without --serve the processes stop when this job ends; with it, when the caller's stack closes.
+    with contextlib.ExitStack() as own:
+        stack = keep if keep is not None else own
+        studio = stack.enter_context(
+            LabelStudioProcess(
+                executable, out / "label-studio", token=LS_TOKEN, username=LS_USER, password=LS_PASSWORD
+            )
+        )
         print(f"  Label Studio up at {studio.url} in {time.monotonic() - started:.0f} s")
         env = {**backend_env, "LABEL_STUDIO_URL": studio.url, "LABEL_STUDIO_API_KEY": LS_TOKEN}
-        with BackendProcess(env, log_path=out / "backend.log") as backend:
-            ls = LabelStudio(base_url=studio.url, api_key=LS_TOKEN)
-            project = ls.projects.create(
-                title=f"Similar Images demo {time.strftime('%H:%M:%S')}", label_config=LS_CONFIG
-            )
-            tasks = [{"data": {"image": f"{server.url}/images/{records[f].id}"}} for f in files]
-            ls.projects.import_tasks(id=project.id, request=tasks)
-            ml = ls.ml.create(url=backend.url, project=project.id, title="Similar Images")
-            print(f"  backend {backend.url}: {ml.readable_state}, model_version {ml.model_version}")
-            response = requests.post(
-                f"{studio.url}/api/dm/actions",
-                params={"id": "retrieve_tasks_predictions", "project": project.id},
-                json={"selectedItems": {"all": True, "excluded": []}},
-                headers={"Authorization": f"Token {LS_TOKEN}"},
-                timeout=120,
-            )
-            response.raise_for_status()
-            print(f"  Retrieve predictions: {response.json()['detail']}")
-            for task in ls.tasks.list(project=project.id):
-                for prediction in ls.predictions.list(task=task.id):
-                    boxes = [
-                        r["value"]["rectanglelabels"][0]
-                        for r in prediction.result
-                        if r["type"] == "rectanglelabels"
-                    ]
-                    chosen = [
-                        c for r in prediction.result if r["type"] == "choices" for c in r["value"]["choices"]
-                    ]
-                    name = files_by_url.get(task.data["image"], task.data["image"])
-                    print(
-                        f"  task {task.id} {name}: boxes {boxes}, choices {chosen}, score {prediction.score}"
-                    )
-            settings = BackendSettings(**env)  # type: ignore[arg-type]
-            report = expand_project(project.id, per_task=2, settings=settings)
-            print(
-                f"  expand: {report.added} new pre-labelled tasks, {report.skipped_existing} already present"
-            )
-            again = expand_project(project.id, per_task=2, settings=settings)
-            print(f"  expand again: {again.added} new tasks (no duplicates)")
-    print("  for an interactive stack: docker compose up (see label_studio_backend/README.md)")
+        backend = stack.enter_context(BackendProcess(env, log_path=out / "backend.log"))
+        ls = LabelStudio(base_url=studio.url, api_key=LS_TOKEN)
+        project = ls.projects.create(
+            title=f"Similar Images demo {time.strftime('%H:%M:%S')}", label_config=LS_CONFIG
+        )
+        tasks = [{"data": {"image": f"{server.url}/images/{records[f].id}"}} for f in files]
+        ls.projects.import_tasks(id=project.id, request=tasks)
+        ml = ls.ml.create(url=backend.url, project=project.id, title="Similar Images")
+        print(f"  backend {backend.url}: {ml.readable_state}, model_version {ml.model_version}")
+        response = requests.post(
+            f"{studio.url}/api/dm/actions",
+            params={"id": "retrieve_tasks_predictions", "project": project.id},
+            json={"selectedItems": {"all": True, "excluded": []}},
+            headers={"Authorization": f"Token {LS_TOKEN}"},
+            timeout=120,
+        )
+        response.raise_for_status()
+        print(f"  Retrieve predictions: {response.json()['detail']}")
+        for task in ls.tasks.list(project=project.id):
+            for prediction in ls.predictions.list(task=task.id):
+                boxes = [
+                    r["value"]["rectanglelabels"][0]
+                    for r in prediction.result
+                    if r["type"] == "rectanglelabels"
+                ]
+                chosen = [
+                    c for r in prediction.result if r["type"] == "choices" for c in r["value"]["choices"]
+                ]
+                name = files_by_url.get(task.data["image"], task.data["image"])
+                print(f"  task {task.id} {name}: boxes {boxes}, choices {chosen}, score {prediction.score}")
+        settings = BackendSettings(**env)  # type: ignore[arg-type]
+        report = expand_project(project.id, per_task=2, settings=settings)
+        print(f"  expand: {report.added} new pre-labelled tasks, {report.skipped_existing} already present")
+        again = expand_project(project.id, per_task=2, settings=settings)
+        print(f"  expand again: {again.added} new tasks (no duplicates)")
+    if keep is None:
+        print("  for an interactive stack: bash scripts/demo.sh --serve, or docker compose up")
+    return [
+        f"Label Studio   {studio.url}/projects/{project.id}/data  login {LS_USER} / {LS_PASSWORD}",
+        f"ML backend     {backend.url}/health  (connected to the project: Settings > Model)",
+    ]
+
+
+def fiftyone_app_env(server: ServerProcess, out: Path) -> None:
+    """What the App's server process needs to run the plugin: its folder and the plugin's secrets.
+
+    Set before ``fiftyone`` is imported: it reads ``FIFTYONE_*`` once, and the App's server
+    process inherits this environment (FiftyOne reads plugin secrets from environment variables).
+    """
+    plugins = out / "fiftyone-plugins"
+    plugins.mkdir(exist_ok=True)
+    link = plugins / "similar-images"
+    if not link.exists():
+        link.symlink_to(REPO / "fiftyone_plugin", target_is_directory=True)
+    os.environ["FIFTYONE_PLUGINS_DIR"] = str(plugins)
+    os.environ["SIMAGES_API_URL"] = server.url
+    os.environ["SIMAGES_API_KEY"] = API_KEY
+
+
+def serve_fiftyone_app(keep: contextlib.ExitStack) -> str:
+    """The FiftyOne App on loopback over the demo dataset, closed with ``keep``."""
+    import fiftyone as fo
+
+    from simages_server.testing import free_port
+
+    port = free_port()
+    session = fo.launch_app(
+        fo.load_dataset("simages-demo"), remote=True, address="127.0.0.1", port=port, auto=False
+    )
+    keep.callback(session.close)
+    return f"FiftyOne App   http://127.0.0.1:{port}/datasets/simages-demo  (no login)"
+
+
+def wait_for_stop() -> None:
+    """Blocks until Ctrl-C or SIGTERM; the callers' ``with`` blocks then stop every process."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(3600):
+        pass
 
 
 def main() -> int:
@@ -189,6 +247,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / ".demo")
     parser.add_argument("--skip-fiftyone", action="store_true")
     parser.add_argument("--skip-label-studio", action="store_true")
+    parser.add_argument(
+        "--serve", action="store_true", help="keep every service running on loopback until Ctrl-C"
+    )
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -197,14 +258,27 @@ def main() -> int:
     step(f"Demo collection in {out}")
     images, index = build(out)
     print(f"  {len(ImageIndex.load(index).records)} images indexed")
-    with ServerProcess(index, api_keys=(API_KEY,), state=out, log_path=out / "server.log") as server:
+    with contextlib.ExitStack() as keep:
+        server = keep.enter_context(
+            ServerProcess(index, api_keys=(API_KEY,), state=out, log_path=out / "server.log")
+        )
         print(f"  local server at {server.url} (log: {out / 'server.log'})")
         with _client(server) as client:
             core_searches(client, server, images, index)
+        urls = [f"Local server   {server.url}/health  (API key {API_KEY})"]
+        if args.serve:
+            fiftyone_app_env(server, out)
         if not args.skip_fiftyone:
             fiftyone_job(server, images, out)
+            if args.serve:
+                urls.append(serve_fiftyone_app(keep))
         if not args.skip_label_studio:
-            label_studio_job(server, index, out)
+            urls += label_studio_job(server, index, out, keep if args.serve else None)
+        if args.serve:
+            step("Serving on loopback; Ctrl-C stops everything")
+            print("\n".join(f"  {line}" for line in urls), flush=True)
+            wait_for_stop()
+            print("\nstopping...", flush=True)
     step("Done")
     return 0
 

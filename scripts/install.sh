@@ -44,7 +44,8 @@ if [ ! -x .venv-ls/bin/label-studio ]; then
         .venv-ls/bin/pip install "${pip_flags[@]}" "label-studio==${LABEL_STUDIO_VERSION}"
 fi
 
-# Headless Chromium for the browser tests, and docker-compose to validate docker-compose.yml
+# Headless Chromium for the browser tests (Playwright, from the dev extra, drives this one: it
+# downloads no browser), and docker-compose to validate docker-compose.yml
 # (Debian packages; optional elsewhere, those tests then skip and say why).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)

@@ -1,37 +1,42 @@
-"""The FiftyOne App on loopback lists the plugin's operators and shows an imported sample with its boxes.
+"""The FiftyOne App on loopback, driven in headless Chromium the way a person uses the plugin.
 
-Headless Chromium takes the screenshot; with ``SIMAGES_UPDATE_SCREENSHOT=1`` it also replaces the one
-the plugin README shows (``fiftyone_plugin/docs/app.png``).
+Select two samples in the grid, open the operator browser, fill "Find similar images" (sources,
+the inline error for an empty text prompt), read the gallery (thumbnails, scores, classes), run a
+text prompt, then "Import similar images with labels": the grid shows the new samples with their
+boxes. Screenshots go to a temporary folder; ``SIMAGES_UPDATE_SCREENSHOTS=1`` also refreshes the
+ones ``fiftyone_plugin/README.md`` shows (``fiftyone_plugin/docs/``).
 """
 
 from __future__ import annotations
 
-import io
-import os
-import shutil
-import subprocess
+import re
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import fiftyone as fo
 import pytest
 import requests
+from browser_support import Screenshots, chromium_page, needs_chromium
 from fo_helpers import REPO, unique_name
-from PIL import Image
 
-import simages_fiftyone
 from simages_server.testing import free_port
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's `chromium` on PATH"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
-SCREENSHOT = REPO / "fiftyone_plugin" / "docs" / "app.png"
+DOCS = REPO / "fiftyone_plugin" / "docs"
+LOOKER = '[data-cy="looker"]'
+SELECTED = '[data-cy="action-manage-selected"]'
 
 
-def wait_for(url: str, timeout: float = 60.0) -> None:
+@dataclass(frozen=True)
+class App:
+    url: str
+    dataset: fo.Dataset
+
+
+def wait_until_served(url: str, timeout: float = 60.0) -> None:
+    """The App's server answers (polling a loopback URL: a state, not a fixed pause)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -41,60 +46,178 @@ def wait_for(url: str, timeout: float = 60.0) -> None:
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout} s")
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
-def test_app_lists_operators_and_shows_imported_boxes(api_env, make_dataset, tmp_path):
-    dataset = make_dataset("coffee.jpg", name=unique_name("simages-app"))
-    result = simages_fiftyone.import_similar(
-        dataset, sample_ids=dataset.values("id"), num_similar=4, media_dir=str(tmp_path / "media")
-    )
-    assert result.imported == 4
-    first = dataset.match_tags(result.tag).sort_by("simages_rank").first()
-    assert first.detections and {d.label for d in first.detections.detections} == {"cup", "spoon"}
-
+@pytest.fixture
+def app(api_env, make_dataset) -> Iterator[App]:
+    """The App (its own server process, with the plugin and its secrets from the environment)."""
+    dataset = make_dataset("chelsea.jpg", "coffee.jpg", "astronaut.jpg", name=unique_name("simages-app"))
     port = free_port()
     session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(base + "/")
-        listed = requests.post(base + "/operators", json={"dataset_name": dataset.name}, timeout=30).json()
-        uris = {op["uri"] for op in listed["operators"]}
-        assert {
-            "@simages/similar-images/find_similar",
-            "@simages/similar-images/import_similar",
-        } <= uris
-        assert not [e for e in listed["errors"] if "simages" in str(e)]
-
-        shot = tmp_path / "app.png"
-        url = f"{base}/datasets/{dataset.name}?id={first.id}"
-        subprocess.run(
-            [
-                "chromium",
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                f"--screenshot={shot}",
-                "--window-size=1400,900",
-                "--virtual-time-budget=20000",
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until_served(url + "/")
+        yield App(url, dataset)
     finally:
         session.close()
         if hasattr(fo, "close_app"):
             fo.close_app()
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    with Image.open(io.BytesIO(data)) as img:
-        assert img.size == (1400, 900)
-        colors = img.convert("RGB").getcolors(maxcolors=1_000_000)
-        assert colors is not None and len(colors) > 500, "the screenshot is blank or nearly so"
-    # Refresh the README's screenshot only when asked: a test run must not change the checkout.
-    if os.environ.get("SIMAGES_UPDATE_SCREENSHOT") == "1":
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        SCREENSHOT.write_bytes(data)
+
+
+def open_dataset(page, app: App) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{app.url}/datasets/{app.dataset.name}")
+    expect(page.locator(LOOKER)).to_have_count(len(app.dataset))
+    # First-visit notices cover the grid; a user dismisses them once.
+    for name in ("Dismiss", "Disable"):
+        notice = page.get_by_role("button", name=name, exact=True)
+        if notice.count():
+            notice.click()
+            expect(notice).to_have_count(0)
+
+
+def select_tiles(page, count: int) -> None:
+    """Tick the checkboxes of the first ``count`` tiles, by position in the grid.
+
+    The grid re-renders its tiles while it lays out; a tile is found under the mouse at the moment
+    of the click, so a re-render cannot redirect the click to another sample.
+    """
+    from playwright.sync_api import expect
+
+    grid = page.locator('[data-cy="fo-grid"]').bounding_box()
+    xs = [grid["x"] + 60 + i * grid["width"] / (count + 1) for i in range(count)]
+    for i, x in enumerate(xs):
+        y = grid["y"] + 60
+        page.mouse.move(x, y)
+        center = page.evaluate(
+            """([x, y]) => {
+                const tile = document.elementFromPoint(x, y).closest('[data-cy=looker]');
+                const r = tile.querySelector('[data-cy=looker-checkbox-]').getBoundingClientRect();
+                return [r.x + r.width / 2, r.y + r.height / 2];
+            }""",
+            [x, y],
+        )
+        page.mouse.click(*center)
+        expect(page.locator(SELECTED)).to_have_text(re.compile(rf"^\s*{i + 1}\b"))
+
+
+def open_operator(page, label: str) -> None:
+    from playwright.sync_api import expect
+
+    page.locator('[data-cy="action-browse-operations"]').click()
+    page.keyboard.type(label.split(" (")[0])
+    page.get_by_text(label, exact=True).click()
+    expect(page.get_by_role("button", name="Execute")).to_be_visible()
+
+
+def choose(page, value: str) -> None:
+    page.locator(f'input[type=radio][value="{value}"]').check()
+
+
+def set_number(page, value: int) -> None:
+    page.locator('input[type=number][max="50"]').fill(str(value))
+
+
+def gallery(page) -> list[str]:
+    """The captions under the thumbnails of the find operator's output, once it is shown."""
+    from playwright.sync_api import expect
+
+    found = page.get_by_text("Similar images found:")
+    expect(found).to_be_visible()
+    count = int(found.locator("xpath=..").inner_text().split(":")[1])
+    thumbnails = page.locator('[role="dialog"] img')
+    expect(thumbnails).to_have_count(count)
+    for i in range(count):  # every thumbnail was fetched from the local server and decoded
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=thumbnails.nth(i).element_handle()
+        )
+    texts = page.locator('[role="dialog"] p', has_text=re.compile(r"#\d+ score")).all_inner_texts()
+    return [t.strip() for t in texts]
+
+
+def test_find_then_import_in_the_app(app, tmp_path):
+    from playwright.sync_api import expect
+
+    shots = Screenshots(
+        tmp_path / "screenshots",
+        docs={
+            "find-form": DOCS / "find-form.png",
+            "gallery": DOCS / "gallery.png",
+            "imported": DOCS / "app.png",
+        },
+    )
+    shots.folder.mkdir()
+    with chromium_page() as browser:
+        page = browser.page
+        open_dataset(page, app)
+        select_tiles(page, 2)
+
+        # The form: every source, the two selected samples, and an inline error for an empty prompt.
+        open_operator(page, "Find similar images (simages)")
+        for source in (
+            "Selected samples (2)",
+            "Sample in the modal",
+            "Image URL",
+            "Text prompt",
+            "Uploaded image",
+        ):
+            expect(page.get_by_text(source, exact=True)).to_be_visible()
+        choose(page, "text")
+        expect(page.get_by_text(re.compile(r"^enter a text prompt"))).to_be_visible()
+        expect(page.get_by_role("button", name="Execute")).to_be_disabled()
+        shots.take(page, "find-validation")
+
+        choose(page, "selected")
+        set_number(page, 3)
+        page.locator("label", has_text="Detect objects").locator("input").check()
+        expect(page.get_by_role("button", name="Execute")).to_be_enabled()
+        shots.take(page, "find-form")
+        page.get_by_role("button", name="Execute").click()
+        captions = gallery(page)
+        # Two queries of 3, merged by image id: between 3 and 6 distinct images, each scored and labelled.
+        assert 3 <= len(captions) <= 6, captions
+        for caption in captions:
+            assert re.match(r"#\d+ score [01]\.\d{3} · \w", caption), caption
+        assert any("cat" in c for c in captions) and any("cup" in c for c in captions), captions
+        shots.take(page, "gallery")
+        expect(page.get_by_role("button", name="Import these with labels")).to_be_visible()
+        page.get_by_role("button", name="Close").click()
+
+        # A text prompt: as many thumbnails as asked for, a cat first.
+        open_operator(page, "Find similar images (simages)")
+        choose(page, "text")
+        page.locator('[role="dialog"] input[type="string"]').fill("a cat")
+        set_number(page, 2)
+        page.locator("label", has_text="Detect objects").locator("input").check()
+        expect(page.get_by_role("button", name="Execute")).to_be_enabled()
+        page.get_by_role("button", name="Execute").click()
+        captions = gallery(page)
+        assert len(captions) == 2 and "cat" in captions[0], captions
+        shots.take(page, "gallery-text")
+        page.get_by_role("button", name="Close").click()
+
+        # Import with labels: same selection, the form, then the grid shows the run's samples.
+        before = len(app.dataset)
+        open_operator(page, "Import similar images with labels (simages)")
+        expect(page.get_by_text("Selected samples (2)", exact=True)).to_be_visible()
+        set_number(page, 2)
+        shots.take(page, "import-form")
+        page.get_by_role("button", name="Execute").click()
+        expect(page.get_by_text("Run tag:")).to_be_visible(timeout=120_000)
+        app.dataset.reload()
+        (tag,) = {t for t in app.dataset.distinct("tags") if t.startswith("simages-")}
+        imported = app.dataset.match_tags(tag)
+        assert len(imported) == len(app.dataset) - before >= 2
+        assert all(s.detections and s.detections.detections for s in imported)
+        expect(page.get_by_text(tag)).to_be_visible()
+        shots.take(page, "import-output")
+        page.get_by_role("button", name="Done").click()
+        # The App switched to the run's view: only the imported samples, with their boxes.
+        expect(page.locator(LOOKER)).to_have_count(len(imported))
+        expect(page.locator('[data-cy="entry-counts"]')).to_have_text(f"{len(imported)} samples")
+        for tile in page.locator(LOOKER).locator("canvas").all():
+            expect(tile).to_have_attribute("canvas-loaded", "true")
+        shots.take(page, "imported")
+    assert not [u for u in browser.blocked if "127.0.0.1" in u]
