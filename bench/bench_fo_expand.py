@@ -200,19 +200,18 @@ def main() -> int:
     if args.child:
         return child(args)
 
-    from simages_server.demo import build_demo_collection
-    from simages_server.index import build_index
+    from simages_server.demo import build_demo_index
     from simages_server.testing import ServerProcess
 
     latency = args.latency_ms / 1000
     with tempfile.TemporaryDirectory(prefix="bench-fo-expand-") as tmp:
         root = Path(tmp)
-        images_dir = build_demo_collection(root / "demo")
-        build_index(images_dir, root / "index", coco=root / "demo" / "annotations.json", progress=False)
+        index_dir = build_demo_index(root / "demo")
+        images_dir = root / "demo" / "images"
         files = make_query_files(images_dir, root / "queries", max(args.samples))
         runs = []
         with ServerProcess(
-            root / "index",
+            index_dir,
             api_keys=(API_KEY,),
             latency_ms=args.latency_ms,
             state=root / "state",

@@ -32,8 +32,7 @@ from simages_core import SimilarImagesClient
 from simages_fiftyone import DownloadPolicy
 from simages_fiftyone._outcomes import QueryLabel, RankedImage
 from simages_fiftyone._samples import SampleSpec, build_sample
-from simages_server.demo import build_demo_collection
-from simages_server.index import build_index
+from simages_server.demo import build_demo_index
 from simages_server.testing import ServerProcess
 
 API_KEY = "bench-key"
@@ -66,14 +65,14 @@ def main() -> int:
     os.environ["SIMAGES_CACHE"] = "0"
     with tempfile.TemporaryDirectory(prefix="bench-fo-") as tmp:
         root = Path(tmp)
-        images_dir = build_demo_collection(root / "demo")
-        build_index(images_dir, root / "index", coco=root / "demo" / "annotations.json", progress=False)
+        index_dir = build_demo_index(root / "demo")
+        images_dir = root / "demo" / "images"
         names = [f"bench-fo-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("naive", "plugin")]
         naive_ds, plugin_ds = fo.Dataset(names[0]), fo.Dataset(names[1])
         try:
             with (
                 ServerProcess(
-                    root / "index",
+                    index_dir,
                     api_keys=(API_KEY,),
                     latency_ms=args.latency_ms,
                     state=root / "state",

@@ -32,8 +32,8 @@ from pathlib import Path
 import psutil
 
 from simages_label_studio.testing import LabelStudioProcess
-from simages_server.demo import build_demo_collection
-from simages_server.index import ImageIndex, build_index
+from simages_server.demo import build_demo_index
+from simages_server.index import ImageIndex
 from simages_server.testing import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,11 +94,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-ls-expand-") as tmp_name:
         tmp = Path(tmp_name)
-        images = build_demo_collection(tmp / "demo")
-        build_index(images, tmp / "index", coco=tmp / "demo" / "annotations.json", progress=False)
-        ids = [r.id for r in ImageIndex.load(tmp / "index").records]
+        index_dir = build_demo_index(tmp / "demo")
+        ids = [r.id for r in ImageIndex.load(index_dir).records]
         server = ServerProcess(
-            tmp / "index", api_keys=("bench",), latency_ms=args.latency_ms, state=tmp, log_path=tmp / "s.log"
+            index_dir, api_keys=("bench",), latency_ms=args.latency_ms, state=tmp, log_path=tmp / "s.log"
         )
         label_studio = LabelStudioProcess(LABEL_STUDIO_BIN, tmp / "ls", token=TOKEN)
         with server, label_studio:

@@ -24,8 +24,8 @@ from pathlib import Path
 import requests
 
 from simages_label_studio.testing import BackendProcess
-from simages_server.demo import build_demo_collection
-from simages_server.index import ImageIndex, build_index
+from simages_server.demo import build_demo_index
+from simages_server.index import ImageIndex
 from simages_server.testing import ServerProcess
 
 CONFIG = """<View><Image name="image" value="$image"/>
@@ -44,11 +44,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-ls-") as tmp_name:
         tmp = Path(tmp_name)
-        images = build_demo_collection(tmp / "demo")
-        build_index(images, tmp / "index", coco=tmp / "demo" / "annotations.json", progress=False)
-        records = ImageIndex.load(tmp / "index").records
+        index_dir = build_demo_index(tmp / "demo")
+        records = ImageIndex.load(index_dir).records
         server = ServerProcess(
-            tmp / "index", api_keys=("bench",), latency_ms=args.latency_ms, state=tmp, log_path=tmp / "s.log"
+            index_dir, api_keys=("bench",), latency_ms=args.latency_ms, state=tmp, log_path=tmp / "s.log"
         )
         with server:
             env = {

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from simages_core import SimilarImagesClient
-from simages_server.demo import build_demo_collection
-from simages_server.index import ImageIndex, IndexedImage, build_index
+from simages_server.demo import build_demo_index
+from simages_server.index import ImageIndex, IndexedImage
 from simages_server.testing import ServerProcess
 
 
@@ -61,9 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp) / "demo"
-        images_dir = build_demo_collection(demo)
-        build_index(images_dir, demo / "index", coco=demo / "annotations.json", progress=False)
-        index = grow_index(demo / "index", args.images)
+        index = grow_index(build_demo_index(demo), args.images)
         query_vector = index.embeddings[0]
 
         def python_loop() -> list[int]:
@@ -74,7 +72,7 @@ def main() -> int:
         in_process = p50_ms(lambda: index.nearest(query_vector, 10), args.queries)
         with ServerProcess(demo / "index", log_path=Path(tmp) / "server.log") as server:
             own_url = f"{server.url}/images/{index.records[0].id}"
-            photo = images_dir / "chelsea_resized.jpg"
+            photo = demo / "images" / "chelsea_resized.jpg"
             with SimilarImagesClient(
                 api_key=server.api_key, base_url=server.url, cache=False, usage=None
             ) as client:

@@ -28,8 +28,8 @@ from pathlib import Path
 import requests
 
 from simages_core import SimilarImagesClient
-from simages_server.demo import build_demo_collection
-from simages_server.index import ImageIndex, build_index
+from simages_server.demo import build_demo_index
+from simages_server.index import ImageIndex
 from simages_server.testing import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,8 +64,7 @@ def build(out: Path) -> tuple[Path, Path]:
     images = out / "images"
     index = out / "index"
     if not (index / "index.json").exists():
-        build_demo_collection(out)
-        build_index(images, index, coco=out / "annotations.json", progress=True)
+        build_demo_index(out, progress=True)
     return images, index
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from simages_server.demo import build_demo_collection
-from simages_server.index import ImageIndex, IndexedImage, build_index
+from simages_server.demo import build_demo_index
+from simages_server.index import ImageIndex, IndexedImage
 from simages_server.testing import ServerProcess, live_processes, stop_all
 
 API_KEY = "local-test-key"
@@ -57,10 +57,7 @@ class LocalApi:
 def demo_collection(tmp_path_factory) -> tuple[Path, Path]:
     """(demo_dir, index_dir), built once per test session."""
     demo_dir = tmp_path_factory.mktemp("demo")
-    images_dir = build_demo_collection(demo_dir)
-    index_dir = demo_dir / "index"
-    build_index(images_dir, index_dir, coco=demo_dir / "annotations.json", progress=False)
-    return demo_dir, index_dir
+    return demo_dir, build_demo_index(demo_dir)
 
 
 @pytest.fixture(scope="session")

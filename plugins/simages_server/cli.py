@@ -173,12 +173,12 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import build_demo_collection
-    from .index import build_index
+    from .demo import build_demo_index
+    from .index import ImageIndex
 
-    images_dir = build_demo_collection(args.out)
-    report = build_index(images_dir, args.out / "index", coco=args.out / "annotations.json")
-    print(f"demo collection: {report.total} images in {images_dir}; index at {args.out / 'index'}")
+    index_dir = build_demo_index(args.out, progress=True)
+    count = len(ImageIndex.load(index_dir).records)
+    print(f"demo collection: {count} images in {args.out / 'images'}; index at {index_dir}")
     return 0
 
 

@@ -93,6 +93,20 @@ def _load_photo(name: str) -> Image.Image | None:
     return Image.fromarray(array).convert("RGB")
 
 
+def build_demo_index(out: str | Path, *, progress: bool = False) -> Path:
+    """The demo collection in ``out`` and its index (descriptor, COCO labels) in ``out/index``.
+
+    What ``simages-server demo``, the demo script, the tests and the benchmarks all serve.
+    Returns the index folder.
+    """
+    from .index import build_index  # the collection itself needs no embedder
+
+    out = Path(out)
+    images_dir = build_demo_collection(out)
+    build_index(images_dir, out / "index", coco=out / "annotations.json", progress=progress)
+    return out / "index"
+
+
 def build_demo_collection(out: str | Path) -> Path:
     """Write ``out/images/*.jpg`` and ``out/annotations.json`` (COCO, with captions). Returns the images folder."""
     out = Path(out)
