@@ -1,16 +1,14 @@
 """Shared by the guarded-fetch tests: a watch on every ``socket.connect``, stub resolvers, and a
 scripted image server on loopback.
 
-While a test that uses ``watch_connections`` runs, an audit hook sees every connect of this
-process: a connect to anything but loopback raises before the packet is sent, and the log lets
-a test assert that a refusal made no connection (and no name lookup) at all.
+While a test that uses ``watch_connections`` runs, ``connection_watch`` sees every connect of
+this process: a connect to anything but loopback raises before the packet is sent, and the log
+lets a test assert that a refusal made no connection (and no name lookup) at all.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from connection_watch import ConnectLog, watching_connections
 
 from simages_core.fetch import FetchPolicy
 
@@ -26,46 +25,10 @@ LOOPBACK = ("127.0.0.0/8", "::1/128")
 JPEG = b"\xff\xd8\xff\xe0" + b"0123456789" * 100
 
 
-@dataclass
-class ConnectLog:
-    armed: bool = False
-    connects: list[str] = field(default_factory=list)
-    lookups: list[str] = field(default_factory=list)
-    """Host names handed to the system resolver."""
-
-
-_LOG = ConnectLog()
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if not _LOG.armed:
-        return
-    if event == "socket.connect":
-        address = args[1]
-        if isinstance(address, tuple):
-            host = str(address[0])
-            _LOG.connects.append(host)
-            if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
-                raise RuntimeError(f"test tried to connect to a non-loopback address: {host}")
-    elif event == "socket.getaddrinfo":
-        try:  # urllib3 passes the vetted address itself through getaddrinfo: not a name lookup
-            ipaddress.ip_address(str(args[0]).strip("[]"))
-        except ValueError:
-            _LOG.lookups.append(str(args[0]))
-
-
-sys.addaudithook(_audit)  # hooks cannot be removed; it is inert unless armed below
-
-
 @pytest.fixture(autouse=True)
 def watch_connections() -> Iterator[ConnectLog]:
-    _LOG.connects.clear()
-    _LOG.lookups.clear()
-    _LOG.armed = True
-    try:
-        yield _LOG
-    finally:
-        _LOG.armed = False
+    with watching_connections() as log:
+        yield log
 
 
 def stub_resolver(table: dict[str, list[str]]) -> Callable[[str, int], list[str]]:

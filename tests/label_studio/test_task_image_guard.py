@@ -3,7 +3,8 @@
 Only loopback is ever contacted. Forbidden addresses come from a stub resolver that
 answers a test name with loopback *and* the forbidden address: the guard must refuse
 the name because of the forbidden one, and if it did not, it would connect to the
-loopback server, whose request count shows it.
+loopback server, whose request count shows it; ``connection_watch`` also sees every connect
+and would stop one to a non-loopback address before any packet left.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import ClassVar
 
 import pytest
 import requests
+from connection_watch import watching_connections
 from PIL import Image
 
 from simages_label_studio.task_images import TaskImageError, TaskImageResolver
@@ -84,9 +86,9 @@ def test_a_name_resolving_to_a_non_public_address_is_refused_before_any_connecti
 ):
     port, hits = counting_server
     resolver = _resolver(forbidden, allow_networks=("127.0.0.0/8",))
-    with resolver, pytest.raises(TaskImageError) as info:
+    with resolver, watching_connections() as watch, pytest.raises(TaskImageError) as info:
         resolver.probe_size(f"http://images.test:{port}/image.jpg")
-    assert hits == []  # refused before connecting anywhere
+    assert hits == [] and watch.connects == []  # refused before connecting anywhere
     public = info.value.public_message
     assert public.startswith(f"could not fetch 'http://images.test:{port}/image.jpg': ")
     assert forbidden in public and "non-public" in public and "SIMAGES_ALLOW_URL_NETWORKS" in public
