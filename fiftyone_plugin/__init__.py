@@ -10,6 +10,7 @@ relative imports are used so that both work.
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing
 from typing import Any
 
@@ -135,15 +136,16 @@ class FindSimilar(foo.Operator):
         return types.Property(outputs, view=types.View(label="Similar images"))
 
 
-class ImportSimilar(foo.Operator):
-    """Find similar images, download them and add them as samples with labels and provenance."""
+class _ImportingOperator(foo.Operator):
+    """What the import and expand operators share: a long run, delegated when the form says so,
+    progress relayed to the App, and the imported samples shown at the end."""
 
-    @property
-    def config(self) -> foo.OperatorConfig:
+    @staticmethod
+    def _config(name: str, label: str, description: str) -> foo.OperatorConfig:
         return foo.OperatorConfig(
-            name="import_similar",
-            label="Import similar images with labels (simages)",
-            description="Download similar images into a media folder and add them as new samples",
+            name=name,
+            label=label,
+            description=description,
             dynamic=True,
             execute_as_generator=True,
             allow_immediate_execution=True,
@@ -152,6 +154,41 @@ class ImportSimilar(foo.Operator):
 
     def resolve_delegation(self, ctx: Any) -> bool | None:
         return True if ctx.params.get("delegate") else None
+
+    @staticmethod
+    def _relay(ctx: Any, events: Iterable[Any]) -> Generator[Any, None, Any]:
+        """Forward each ``Progress`` to the App (or the delegated run); return the final result."""
+        result = None
+        for event in events:
+            if not isinstance(event, Progress):
+                result = event
+            elif ctx.delegated:
+                ctx.set_progress(progress=event.fraction, label=event.label)
+            else:
+                yield ctx.ops.set_progress(progress=event.fraction, label=event.label)
+        assert result is not None
+        return result
+
+    @staticmethod
+    def _show(ctx: Any, result: ImportSimilarResult | ExpandResult, outputs: types.Object) -> Iterator[Any]:
+        """Show the run's new samples (this dataset's view, or the new dataset) and the summary."""
+        if result.imported and result.dataset_name == ctx.dataset.name:
+            yield ctx.ops.set_view(view=ctx.dataset.match_tags(result.tag))
+        elif result.imported:
+            yield ctx.ops.open_dataset(result.dataset_name)
+        yield ctx.ops.show_output(types.Property(outputs).to_json(), result.to_dict())
+
+
+class ImportSimilar(_ImportingOperator):
+    """Find similar images, download them and add them as samples with labels and provenance."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return self._config(
+            "import_similar",
+            "Import similar images with labels (simages)",
+            "Download similar images into a media folder and add them as new samples",
+        )
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -171,50 +208,28 @@ class ImportSimilar(foo.Operator):
         params = params_from_ctx(ctx, default_labels=True)
         options = options_from_ctx(ctx)
         client = client_from_ctx(ctx)
-        result: ImportSimilarResult | None = None
         try:
-            for event in iter_import(client, ctx.view, params, options):
-                if isinstance(event, Progress):
-                    if ctx.delegated:
-                        ctx.set_progress(progress=event.fraction, label=event.label)
-                    else:
-                        yield ctx.ops.set_progress(progress=event.fraction, label=event.label)
-                else:
-                    result = event
+            result: ImportSimilarResult = yield from self._relay(ctx, iter_import(client, ctx.view, params, options))
         finally:
             client.close()
-        assert result is not None
         record_run(result, params, options)
-        if ctx.delegated:
-            return
-        if result.imported:
-            if result.dataset_name == ctx.dataset.name:
-                yield ctx.ops.set_view(view=ctx.dataset.match_tags(result.tag))
-            else:
-                yield ctx.ops.open_dataset(result.dataset_name)
-        yield ctx.ops.show_output(types.Property(import_outputs()).to_json(), result.to_dict())
+        if not ctx.delegated:
+            yield from self._show(ctx, result, import_outputs())
 
     def resolve_output(self, ctx: Any) -> types.Property:
         return types.Property(import_outputs())
 
 
-class ExpandDataset(foo.Operator):
+class ExpandDataset(_ImportingOperator):
     """Search with every sample of the view and add the similar images found: batched, resumable, capped."""
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="expand_dataset",
-            label="Expand dataset with similar images (simages)",
-            description="Every sample of the current view finds similar images, added as new samples",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+        return self._config(
+            "expand_dataset",
+            "Expand dataset with similar images (simages)",
+            "Every sample of the current view finds similar images, added as new samples",
         )
-
-    def resolve_delegation(self, ctx: Any) -> bool | None:
-        return True if ctx.params.get("delegate") else None
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -244,27 +259,13 @@ class ExpandDataset(foo.Operator):
         params = expand_params_from_ctx(ctx)
         options = options_from_ctx(ctx)
         client = client_from_ctx(ctx)
-        result: ExpandResult | None = None
         try:
             with closing(iter_expand(client, ctx.view, params, options)) as events:
-                for event in events:
-                    if isinstance(event, Progress):
-                        if ctx.delegated:
-                            ctx.set_progress(progress=event.fraction, label=event.label)
-                        else:
-                            yield ctx.ops.set_progress(progress=event.fraction, label=event.label)
-                    else:
-                        result = event
+                result: ExpandResult = yield from self._relay(ctx, events)
         finally:
             client.close()
-        assert result is not None
-        if ctx.delegated:
-            return
-        if result.imported and result.dataset_name == ctx.dataset.name:
-            yield ctx.ops.set_view(view=ctx.dataset.match_tags(result.tag))
-        elif result.imported:
-            yield ctx.ops.open_dataset(result.dataset_name)
-        yield ctx.ops.show_output(types.Property(expand_outputs()).to_json(), result.to_dict())
+        if not ctx.delegated:
+            yield from self._show(ctx, result, expand_outputs())
 
     def resolve_output(self, ctx: Any) -> types.Property:
         return types.Property(expand_outputs())
