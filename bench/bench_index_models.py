@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared model fixtures
 
+from bench_server_query import p50_ms  # this folder is on the path when a bench runs
 from model_fixtures import DETECTOR_TARGETS, clip_folder, yolo_end2end
 
 from simages_core import SimilarImagesClient, open_image
@@ -83,15 +83,6 @@ def gflops(cost: int) -> float:
     if not cost:
         return 0.0
     return 2 * 224 * 224 * 9 * 32 * (3 + 32 * (cost - 1)) / 1e9
-
-
-def p50_ms(fn, n: int) -> float:
-    times = []
-    for _ in range(n):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def throughput(tmp: Path, photos: int, cost: int, rounds: int) -> float:
