@@ -45,19 +45,21 @@ if [ ! -x .venv-ls/bin/label-studio ]; then
 fi
 
 # Headless Chromium for the browser tests (Playwright, from the dev extra, drives this one: it
-# downloads no browser), and docker-compose to validate docker-compose.yml
-# (Debian packages; optional elsewhere, those tests then skip and say why).
+# downloads no browser), docker-compose to validate docker-compose.yml, and redis-server for the
+# shared-state tests, which start their own on loopback (Debian packages; optional elsewhere,
+# those tests then skip and say why).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         printf 'install.sh: Debian packages %s (apt-get)\n' "${missing[*]}"
         if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
-            printf 'install.sh: %s not installed; browser and compose tests will be skipped\n' "${missing[*]}" >&2
+            printf 'install.sh: %s not installed; browser, compose and Redis tests will be skipped\n' "${missing[*]}" >&2
         fi
     else
-        printf 'install.sh: %s missing and not installable here; browser and compose tests will be skipped\n' "${missing[*]}" >&2
+        printf 'install.sh: %s missing and not installable here; browser, compose and Redis tests will be skipped\n' "${missing[*]}" >&2
     fi
 fi
 echo "install.sh: done"
