@@ -100,7 +100,7 @@ class DescriptorEmbedder:
         blocks = [
             (_colour_histogram(hsv, (8, 4, 4)), 1.0),
             (np.concatenate([_colour_histogram(cell, (4, 3, 3)) for cell in _grid(hsv, 2)]), 1.0),
-            (np.concatenate([_orientation_histogram(cell, 8) for cell in _grid(grey, 4)]), 1.2),
+            (_orientation_histograms(grey, 4, 8).ravel(), 1.2),
             (_tiny_image(grey, 12), 1.0),
         ]
         return np.concatenate([weight * _unit(block) for block, weight in blocks]).astype(np.float32)
@@ -131,13 +131,25 @@ def _colour_histogram(hsv: np.ndarray, bins: tuple[int, int, int]) -> np.ndarray
     return np.sqrt(hist / max(hist.sum(), 1.0))
 
 
-def _orientation_histogram(grey: np.ndarray, bins: int) -> np.ndarray:
-    gy, gx = np.gradient(grey)
+def _orientation_histograms(grey: np.ndarray, n: int, bins: int) -> np.ndarray:
+    """Gradient-orientation histograms of the ``n`` x ``n`` cells of ``grey``, shape ``(n * n, bins)``.
+
+    Each cell's gradient is its own (one-sided at the cell's edges), exactly as if every cell were
+    cut out and differentiated alone, but all cells go through numpy at once: this runs for every
+    image query, and 16 small calls cost 6x one large one. Needs a side divisible by ``n``.
+    """
+    h, w = grey.shape
+    if h % n or w % n:
+        raise ValueError(f"a {w}x{h} image does not split into {n}x{n} equal cells")
+    cells = grey.reshape(n, h // n, n, w // n).swapaxes(1, 2).reshape(n * n, h // n, w // n)
+    gy, gx = np.gradient(cells, axis=(1, 2))
     magnitude = np.hypot(gx, gy)
     angle = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned: contrast polarity does not matter
-    index = np.minimum((angle / np.pi * bins).astype(int), bins - 1)
-    hist = np.bincount(index.ravel(), weights=magnitude.ravel(), minlength=bins)
-    return np.sqrt(hist / max(hist.sum(), 1e-12))
+    index = np.minimum((angle / np.pi * bins).astype(np.intp), bins - 1)
+    # One bincount over (cell, bin) pairs; within a cell the weights are summed in the same order.
+    index += (np.arange(n * n, dtype=np.intp) * bins)[:, None, None]
+    hist = np.bincount(index.ravel(), weights=magnitude.ravel(), minlength=n * n * bins).reshape(n * n, bins)
+    return np.sqrt(hist / np.maximum(hist.sum(axis=1, keepdims=True), 1e-12))
 
 
 def _tiny_image(grey: np.ndarray, side: int) -> np.ndarray:
