@@ -34,7 +34,7 @@ from simages_core.protocol import (
 from .embedders import DescriptorEmbedder, ImageEmbedder
 from .fetch import Fetcher, FetchPolicy, fetch_query_image
 from .index import ImageIndex
-from .keys import DailyQuota, digest
+from .keys import QuotaStore, QuotaUnavailable, digest, open_quota
 from .text_search import TextIndex
 
 logger = logging.getLogger("simages_server")
@@ -44,6 +44,8 @@ logger.addFilter(RedactingFilter())  # no URL credentials in any line, traceback
 MISSING_KEY = "Missing an API key"
 INVALID_KEY = "Invalid API key"
 QUOTA = "You exceeded free of charge day limit, contact us at https://www.ternaus.com/#contact to increase the limit."
+# Not a documented message (simages.info has one quota store): what a client sees when ours is down.
+QUOTA_UNAVAILABLE = "quota store unavailable: the request was not run, try again shortly"
 _OWN_IMAGE_PATH = re.compile(r"^/images/([0-9a-f]{16})$")
 _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
@@ -51,7 +53,7 @@ _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 @dataclass(frozen=True)
 class ServerSettings:
     key_digests: frozenset[str]
-    quota_path: Path
+    quota_path: Path | str  # the SQLite file, or a redis://, rediss:// or unix:// URL replicas share
     daily_limit: int = 100
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     max_body_bytes: int = 10 * 1024 * 1024
@@ -78,7 +80,7 @@ class SimilarImagesApp:
             raise ValueError(
                 f"index was built with {index.embedder}, server embedder is {self.embedder.name}"
             )
-        self.quota = DailyQuota(settings.quota_path, settings.daily_limit)
+        self.quota: QuotaStore = open_quota(settings.quota_path, settings.daily_limit)
         self.fetcher = Fetcher(settings.fetch, pool_size=16)  # url queries, pooled across threads
         self._own_netlocs = {urlsplit(settings.public_url).netloc} if settings.public_url else set()
         self.text_index = TextIndex(
@@ -113,6 +115,7 @@ class SimilarImagesApp:
         if request.path == "/health" and request.method == "GET":
             models = {"embedder": self.embedder.info(), "detector": self.detector_info}
             health = {"status": "ok", "images": len(self.index), "embedder": self.index.embedder, "models": models}
+            health["quota"] = self.quota.description  # "sqlite" or "redis at host:port", never a password
             return _json(_without_credentials(health), 200)  # model or API URLs may carry userinfo
         if self.settings.latency_ms:
             time.sleep(self.settings.latency_ms / 1000)  # simulated network latency (benchmarks, demos)
@@ -143,18 +146,30 @@ class SimilarImagesApp:
         except InvalidRequest as exc:
             return _json(error_envelope(400, exc.message), 400)
         note.update(kind=search.kind, n=search.num_similar, labels=int(search.labels_requested))
-        if not self.quota.reserve(key_digest):
+        try:
+            reserved = self.quota.reserve(key_digest)
+        except QuotaUnavailable as exc:  # fail closed: never serve a request we cannot meter
+            logger.warning("%s", exc)
+            return _json(error_envelope(503, QUOTA_UNAVAILABLE), 503)
+        if not reserved:
             return _json(error_envelope(402, QUOTA), 402)
         try:
             result = self._answer(search, request)
         except InvalidRequest as exc:
-            self.quota.release(key_digest)
+            self._release(key_digest)
             return _json(error_envelope(400, exc.message), 400)
         except BaseException:
-            self.quota.release(key_digest)
+            self._release(key_digest)
             raise
         note["found"] = len(result.images)
         return _json(success_envelope(result), 200)
+
+    def _release(self, key_digest: str) -> None:
+        """Give a failed request's unit back; if the store is down the unit stays used (closed, not open)."""
+        try:
+            self.quota.release(key_digest)
+        except QuotaUnavailable as exc:
+            logger.warning("a failed request's unit was not given back: %s", exc)
 
     def _read_json(self, request: Request) -> Any:
         cap = self.settings.max_body_bytes

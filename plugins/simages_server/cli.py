@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--daily-limit", type=int, default=100, help="successful requests per key per day (0: none)"
     )
-    serve.add_argument("--state", type=Path, help="folder for the daily counters (default: the index folder)")
+    serve.add_argument(
+        "--state", metavar="FOLDER|URL",
+        help="where the daily counters live: a folder (default: the index folder), or a Redis URL "
+        "(redis://host:6379/0, rediss://, unix://) that several server replicas share",
+    )  # fmt: skip
     serve.add_argument(
         "--public-url", help="base URL clients reach this server at (default: the request's host)"
     )
@@ -188,17 +192,22 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import ServerSettings, SimilarImagesApp
     from .fetch import FetchPolicy, parse_networks
     from .index import ImageIndex
-    from .keys import digests, load_keys
+    from .keys import digests, is_redis_url, load_keys
 
     keys = load_keys(args.api_keys)
     if not keys:
         raise ValueError(f"no API keys: give --api-keys FILE or set {ENV_SERVER_KEYS}=key1,key2")
     index = ImageIndex.load(args.index)
-    state = args.state or args.index
-    state.mkdir(parents=True, exist_ok=True)
+    quota_state: Path | str
+    if args.state and is_redis_url(args.state):
+        quota_state = args.state  # shared by every replica; checked (and refused if unreachable) below
+    else:
+        state = Path(args.state) if args.state else args.index
+        state.mkdir(parents=True, exist_ok=True)
+        quota_state = state / "quota.sqlite"
     settings = ServerSettings(
         key_digests=digests(keys),
-        quota_path=state / "quota.sqlite",
+        quota_path=quota_state,
         daily_limit=args.daily_limit,
         fetch=FetchPolicy(timeout=args.fetch_timeout, allow_networks=parse_networks(args.allow_url_network)),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
@@ -208,8 +217,8 @@ def _serve(args: argparse.Namespace) -> int:
     embedder, detector = _models(args, args.index, serving=True)
     app = SimilarImagesApp(index, settings, embedder, detector.info() if detector else None)
     logging.getLogger("simages_server").info(
-        "serving %d images on http://%s:%d (%d key(s), daily limit %s)",
-        len(index), args.host, args.port, len(keys), args.daily_limit or "none",
+        "serving %d images on http://%s:%d (%d key(s), daily limit %s, quota in %s)",
+        len(index), args.host, args.port, len(keys), args.daily_limit or "none", app.quota.description,
     )  # fmt: skip
     waitress.serve(
         app, host=args.host, port=args.port, threads=args.threads, ident="simages-server", _quiet=True

@@ -186,7 +186,11 @@ atexit.register(stop_all)
 
 
 class ServerProcess(ManagedProcess):
-    """A real ``simages-server serve`` process; ``url`` is its base URL once started."""
+    """A real ``simages-server serve`` process; ``url`` is its base URL once started.
+
+    ``state`` is the ``--state`` value: a folder for the SQLite counters, or a Redis URL
+    (``redis://127.0.0.1:6379/0``) so that several processes share one daily limit.
+    """
 
     def __init__(
         self,

@@ -45,17 +45,19 @@ def resolved(tmp_path: Path, credentials: dict[str, str] = CREDENTIALS, **env: s
     return yaml.safe_load(out.stdout)
 
 
-def test_three_services_with_health_checks_and_volumes(tmp_path):
+def test_four_services_with_health_checks_and_volumes(tmp_path):
     config = resolved(tmp_path)
     services = config["services"]
-    assert set(services) == {"simages-server", "label-studio", "ml-backend"}
+    assert set(services) == {"simages-server", "label-studio", "ml-backend", "redis"}
     for name, service in services.items():
         assert service["healthcheck"]["test"][0] == "CMD", name
     assert services["ml-backend"]["depends_on"] == {
         "simages-server": {"condition": "service_healthy"},
         "label-studio": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
     }
-    assert {"simages-data", "label-studio-data", "ml-backend-cache"} <= set(config["volumes"])
+    assert services["simages-server"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert {"simages-data", "label-studio-data", "ml-backend-cache", "redis-data"} <= set(config["volumes"])
     ls_env = services["label-studio"]["environment"]
     assert ls_env["ML_BLOCK_LOCAL_IP"] == "false" and ls_env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     # The backend's Label Studio key is the scripted admin's token.
@@ -86,8 +88,29 @@ def test_built_images_copy_only_what_exists(service, tmp_path):
     assert "USER simages" in text  # never run as root
 
 
+def test_redis_is_shared_state_for_server_and_backend_replicas(tmp_path):
+    services = resolved(tmp_path)["services"]
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7")
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "--appendonly" in redis["command"]  # quota counters survive a restart
+    assert any(str(v).startswith("redis-data:/data") for v in redis["volumes"])
+    # The server keeps its daily quota there (db 0), the backend its cache and ledger (db 1).
+    server_args = services["simages-server"]["environment"]["SIMAGES_SERVER_ARGS"].split()
+    assert server_args[server_args.index("--state") + 1] == "redis://redis:6379/0"
+    backend = services["ml-backend"]
+    assert backend["environment"]["SIMAGES_CACHE_URL"] == "redis://redis:6379/1"
+    assert backend["deploy"]["replicas"] >= 2
+    assert "container_name" not in backend  # a fixed name would forbid a second replica
+
+
 def test_ports_are_published_on_loopback_only(tmp_path):
-    for name, service in resolved(tmp_path)["services"].items():
+    services = resolved(tmp_path)["services"]
+    # Redis is for the compose network only; backend replicas cannot share a fixed host port.
+    assert not services["redis"].get("ports") and not services["ml-backend"].get("ports")
+    for name, service in services.items():
+        if name in ("redis", "ml-backend"):
+            continue
         assert service["ports"], name
         for port in service["ports"]:
             # compose v1 prints "HOST_IP:PUBLISHED:TARGET"; v2 prints a mapping with host_ip.
