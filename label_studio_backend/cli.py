@@ -5,7 +5,7 @@
                       [--max-requests N] [--chunk-size 200] [--dry-run] [--no-progress] [--json]
 
 Exit codes: 0 success (also when stopped at --max-requests), 1 the API or Label Studio refused
-(an import that failed included), 2 bad arguments or settings, 130 interrupted (run again to continue).
+(an import that failed included), 2 bad arguments or settings (also a SIMAGES_CACHE_URL whose Redis does not answer), 130 interrupted (run again to continue).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from simages_core import SimilarImagesError
+from simages_core import SharedStoreUnavailable, SimilarImagesError
 
 from .settings import BackendSettings
 
@@ -70,8 +70,13 @@ def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
     import waitress
 
     from ._wsgi import create_app
+    from .context import redactor_for
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except SharedStoreUnavailable as exc:  # SIMAGES_CACHE_URL names a Redis that does not answer
+        print(redactor_for(settings)(f"simages-ls: {exc}"), file=sys.stderr)
+        return 2
     context = app.config["SIMAGES_CONTEXT"]
     logging.getLogger("simages_label_studio").info(
         "serving on http://%s:%d, API %s", args.host, args.port, context.api_url
@@ -155,6 +160,9 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
         print(redact(f"simages-ls: {exc}"), file=sys.stderr)
         return 1
     except ExpandError as exc:
+        print(redact(f"simages-ls: {exc}"), file=sys.stderr)
+        return 2
+    except SharedStoreUnavailable as exc:  # our own cache's Redis, not the API: not a refusal
         print(redact(f"simages-ls: {exc}"), file=sys.stderr)
         return 2
     except (AccountError, SimilarImagesError) as exc:

@@ -31,6 +31,7 @@ from ._exceptions import (
     RateLimited,
     RequestTimeout,
     ServerError,
+    SharedStoreUnavailable,
     SimilarImagesError,
     TransportError,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "SearchRequest",
     "SearchResult",
     "ServerError",
+    "SharedStoreUnavailable",
     "SimilarImage",
     "SimilarImagesClient",
     "SimilarImagesError",

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import requests
 import urllib3.exceptions
@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from . import __version__
 from ._cache import DEFAULT_TTL_SECONDS, ResponseCache
 from ._config import (
+    ENV_CACHE_URL,
     HOW_TO_SET_KEY,
     RetryPolicy,
     Timeouts,
@@ -31,6 +32,7 @@ from ._config import (
     parse_base_url,
     resolve_api_key,
     resolve_base_url,
+    shared_store_from_env,
     simages_home,
 )
 from ._encoding import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageSource, encode_image
@@ -40,6 +42,9 @@ from ._query import BatchItem, Query
 from ._transport import CappedRetry, transport_error
 from ._usage import DailyUsage, UsageEvent, UsageLedger
 from .protocol import API_KEY_HEADER, LABELS_COCO_YOLOV7, SearchRequest, parse_response
+
+if TYPE_CHECKING:
+    from ._redis_stores import SharedRedis
 
 logger = logging.getLogger("simages_core")
 
@@ -56,9 +61,11 @@ class SimilarImagesClient:
     shown). ``cache`` is ``"auto"`` (on unless ``SIMAGES_CACHE=0``, in
     ``SIMAGES_HOME``), ``True``/``False``, a folder, or a ``ResponseCache``.
     ``usage`` is ``"auto"`` (a ledger on disk in ``SIMAGES_HOME``), ``None``
-    (in memory) or a ``UsageLedger``. A cache or ledger that fails is logged once
-    and bypassed; it never fails a search. Thread-safe; use as a context manager
-    or call ``close()``.
+    (in memory) or a ``UsageLedger``. With ``SIMAGES_CACHE_URL=redis://...`` the
+    default cache and ledger (``"auto"``/``True``) live in that Redis, shared by every
+    process; a Redis that does not answer here raises ``SharedStoreUnavailable``.
+    A cache or ledger that fails later is logged once and bypassed; it never fails a
+    search. Thread-safe; use as a context manager or call ``close()``.
     """
 
     def __init__(
@@ -90,8 +97,15 @@ class SimilarImagesClient:
         ttl = DEFAULT_TTL_SECONDS
         if cache is not False and not isinstance(cache, ResponseCache):
             ttl = cache_ttl_from_env(DEFAULT_TTL_SECONDS)
-        self.cache = self._stores.call("response cache (open)", lambda: self._make_cache(cache, ttl), None)
-        self.usage = self._stores.call("usage ledger (open)", lambda: self._make_ledger(usage), None) or UsageLedger()
+        # Outside _stores on purpose: a shared Redis that is down at start is a loud error, not a quiet miss.
+        shared = self._connect_shared(cache, usage)
+        self.cache = self._stores.call(
+            "response cache (open)", lambda: self._make_cache(cache, ttl, shared), None
+        )
+        self.usage = (
+            self._stores.call("usage ledger (open)", lambda: self._make_ledger(usage, shared), None)
+            or UsageLedger()
+        )
         # Cached answers are per account: the key (and URL credentials) enter the cache key as a digest.
         secret = f"{self._api_key or ''}\n{endpoint.auth or ''}"
         self._cache_scope = f"{self.base_url} {hashlib.sha256(secret.encode()).hexdigest()[:32]}"
@@ -263,20 +277,53 @@ class SimilarImagesClient:
         logger.debug("POST %s %s -> %s", self.base_url, request.kind, response.status_code)
         return parse_response(response.status_code, content, labels_requested=request.labels_requested)
 
-    def _make_cache(self, cache: ResponseCache | str | Path | bool, ttl: float) -> ResponseCache | None:
+    @staticmethod
+    def _connect_shared(
+        cache: ResponseCache | str | Path | bool, usage: UsageLedger | str | Path | None
+    ) -> SharedRedis | None:
+        """The Redis of ``SIMAGES_CACHE_URL`` when a default store is wanted and it is set; else ``None``."""
+        default_cache = cache is True or (isinstance(cache, str) and cache == "auto" and cache_enabled_by_env())
+        if not (default_cache or (isinstance(usage, str) and usage == "auto")):
+            return None
+        location = shared_store_from_env()  # ValueError naming SIMAGES_CACHE_URL when malformed
+        if location is None:
+            return None
+        # Imported here: redis is needed (the [redis] extra) only by those who set SIMAGES_CACHE_URL.
+        try:
+            from ._redis_stores import connect
+        except ImportError:
+            raise ValueError(
+                f"{ENV_CACHE_URL} is set but the redis package is not installed: "
+                "pip install 'simages-plugins[redis]'"
+            ) from None
+
+        logger.info("response cache and usage ledger: redis at %s", location.address)
+        return connect(location)
+
+    def _make_cache(
+        self, cache: ResponseCache | str | Path | bool, ttl: float, shared: SharedRedis | None
+    ) -> ResponseCache | None:
         if isinstance(cache, ResponseCache):
             return cache
         if cache is False or (cache == "auto" and not cache_enabled_by_env()):
             return None
         if cache is True or cache == "auto":
+            if shared is not None:
+                from ._redis_stores import RedisResponseCache
+
+                return RedisResponseCache(shared, ttl=ttl)
             return ResponseCache(simages_home() / "responses", ttl=ttl)
         return ResponseCache(Path(cache), ttl=ttl)
 
     @staticmethod
-    def _make_ledger(usage: UsageLedger | str | Path | None) -> UsageLedger:
+    def _make_ledger(usage: UsageLedger | str | Path | None, shared: SharedRedis | None) -> UsageLedger:
         if isinstance(usage, UsageLedger):
             return usage
         if usage == "auto":
+            if shared is not None:
+                from ._redis_stores import RedisUsageLedger
+
+                return RedisUsageLedger(shared)
             return UsageLedger(simages_home() / "usage")
         if usage is None:
             return UsageLedger()

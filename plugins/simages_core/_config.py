@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from platformdirs import user_cache_dir
 
@@ -23,6 +23,9 @@ ENV_API_URL = "SIMAGES_API_URL"
 ENV_HOME = "SIMAGES_HOME"
 ENV_CACHE = "SIMAGES_CACHE"
 ENV_CACHE_TTL = "SIMAGES_CACHE_TTL"
+ENV_CACHE_URL = "SIMAGES_CACHE_URL"
+SHARED_STORE_SCHEMES = ("redis", "rediss", "unix")
+DEFAULT_REDIS_PORT = 6379
 TERNAUS_TOKEN_FILE = Path("~/.ternaus/ternaus.json")
 HOW_TO_SET_KEY = (
     f"pass api_key=..., set {ENV_API_KEY} (or {ENV_TERNAUS_TOKEN}), or write "
@@ -131,3 +134,68 @@ def cache_ttl_from_env(default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{ENV_CACHE_TTL} must be a positive number of seconds, got {raw[:40]!r}")
     return value
+
+
+@dataclass(frozen=True)
+class SharedStoreUrl:
+    """Where the shared response cache and usage ledger live (``SIMAGES_CACHE_URL``), checked.
+
+    ``url`` may carry ``user:password@`` (or ``?password=``): it is handed to redis-py and
+    nowhere else, so it is kept out of ``repr``; messages and logs use ``shown``/``address``.
+    """
+
+    url: str = field(repr=False)
+    shown: str
+    """Scheme, host, port and database (or socket path), no userinfo and no query."""
+    address: str
+    """``host:port``, or the socket path of a ``unix://`` URL: what an error names."""
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """The URL's userinfo, password and ``?password=``, for scrubbing text that might quote them."""
+
+    def __str__(self) -> str:
+        return self.shown
+
+
+def parse_shared_store_url(raw: str) -> SharedStoreUrl:
+    """Check a ``redis://``, ``rediss://`` or ``unix://`` URL; ``ValueError`` names the variable.
+
+    No message shows the URL's credentials or query string (where ``?password=`` may sit).
+    """
+    raw = raw.strip()
+    try:
+        parts = urlsplit(raw)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port that is not a number
+        raise ValueError(f"{ENV_CACHE_URL} is not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        address = unquote(parts.path)
+        shown = f"unix://{address}"
+    else:
+        netloc = (f"[{host}]" if host and ":" in host else host or "") + f":{port or DEFAULT_REDIS_PORT}"
+        address = netloc
+        shown = urlunsplit((scheme, netloc, parts.path, "", ""))
+    if scheme not in SHARED_STORE_SCHEMES:
+        # Only the scheme is echoed: whatever else was set may hold a password.
+        raise ValueError(
+            f"{ENV_CACHE_URL} must be a redis://, rediss:// or unix:// URL (e.g. redis://redis:6379/0), "
+            f"got a URL with scheme {scheme[:20]!r}"
+        )
+    if scheme == "unix":
+        if not address.startswith("/"):
+            raise ValueError(f"{ENV_CACHE_URL} must name the socket's absolute path: unix:///run/redis.sock")
+    elif not host:
+        raise ValueError(f"{ENV_CACHE_URL} must name a host: {scheme}://host[:port][/db]")
+    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(f"{ENV_CACHE_URL}'s path must be a database number (/0), got {shown!r}")
+    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    candidates = [userinfo, parts.password or "", unquote(parts.password or "")]
+    candidates += parse_qs(parts.query).get("password", [])
+    secrets = tuple(sorted({c for c in candidates if len(c) >= 3}, key=len, reverse=True))
+    return SharedStoreUrl(url=raw, shown=shown, address=address, secrets=secrets)
+
+
+def shared_store_from_env() -> SharedStoreUrl | None:
+    """``SIMAGES_CACHE_URL`` checked, or ``None`` when it is unset (the on-disk stores are used)."""
+    raw = os.environ.get(ENV_CACHE_URL, "").strip()
+    return parse_shared_store_url(raw) if raw else None

@@ -107,3 +107,11 @@ def error_for_status(status: int, message: str) -> ApiError:
     """The exception for an API error status, carrying the server's message."""
     cls = _ERROR_FOR_STATUS.get(status, ServerError)
     return cls(message, status=status)
+
+
+class SharedStoreUnavailable(SimilarImagesError):
+    """``SIMAGES_CACHE_URL`` is set but its Redis did not answer when the client was made."""
+
+
+class SharedStoreError(SimilarImagesError):
+    """A Redis call of the shared cache or ledger failed (the client logs it and carries on)."""

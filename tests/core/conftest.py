@@ -133,7 +133,7 @@ def isolated_home(tmp_path, monkeypatch) -> None:
     """No test reads the user's key, cache or usage ledger."""
     monkeypatch.setenv("SIMAGES_HOME", str(tmp_path / "simages-home"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for name in ("SIMAGES_API_KEY", "TERNAUS_TOKEN", "SIMAGES_API_URL", "SIMAGES_CACHE", "SIMAGES_CACHE_TTL"):
+    for name in ("SIMAGES_API_KEY", "TERNAUS_TOKEN", "SIMAGES_API_URL", "SIMAGES_CACHE", "SIMAGES_CACHE_TTL", "SIMAGES_CACHE_URL"):
         monkeypatch.delenv(name, raising=False)
 
 
