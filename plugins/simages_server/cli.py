@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .ann import ANN_MODES, ANN_THRESHOLD
 from .embedders import ImageEmbedder
 from .keys import ENV_SERVER_KEYS
 from .models import ModelError
@@ -39,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--conf", type=float, help="detector confidence threshold (default 0.25, or as recorded in the index)"
     )
     index.add_argument("--workers", type=int, help="decoding threads (default: up to 4)")
+    index.add_argument(
+        "--ann", choices=ANN_MODES, default="auto",
+        help="approximate-nearest-neighbour index: auto = from --ann-threshold images on (an existing one "
+        "grows), on = always, off = exact search only (default: auto)",
+    )  # fmt: skip
+    index.add_argument(
+        "--ann-threshold", type=int, default=ANN_THRESHOLD, metavar="N",
+        help=f"images from which --ann auto builds the ANN index (default: {ANN_THRESHOLD})",
+    )  # fmt: skip
 
     serve = commands.add_parser("serve", help="answer POST / like simages.info")
     serve.add_argument("--index", type=Path, required=True)
@@ -165,12 +175,15 @@ def _index(args: argparse.Namespace) -> int:
 
     embedder, detector = _models(args, args.out, serving=False)
     report = build_index(
-        args.images_dir, args.out, coco=args.coco, embedder=embedder, detector=detector, workers=args.workers
-    )
+        args.images_dir, args.out, coco=args.coco, embedder=embedder, detector=detector, workers=args.workers,
+        ann=args.ann, ann_threshold=args.ann_threshold,
+    )  # fmt: skip
     print(
         f"indexed {report.added} new image(s); {report.total} in {args.out}; "
         f"labelled {report.labelled}; skipped {len(report.skipped)}"
     )
+    if report.ann is not None:
+        print(report.ann.describe())
     for line in report.skipped:
         print(f"  skipped {line}")
     return 0

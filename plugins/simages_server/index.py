@@ -3,7 +3,9 @@
 On disk (every file replaced atomically, so an interrupted build leaves the old index intact):
 ``index.json`` (metadata), ``manifest.jsonl`` (one image a line), ``embeddings.npy``
 (float32, rows in manifest order) and ``thumbnails/{id}.webp``. ``index.json`` also records
-which models built the index; ``indexing.py`` builds and grows it.
+which models built the index; ``indexing.py`` builds and grows it. A large index also has an
+ANN file (``ann-<count>.faiss``, see ``ann.py``) that ``index.json`` names under ``"ann"``:
+then ``nearest`` asks it, and ``embeddings.npy`` is memory-mapped instead of loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import numpy as np
 from simages_core import Detection
 from simages_core.boxes import clamp_box, scale_box
 from simages_core.coco import YOLO_CLASS_INDEX
+
+from .ann import AnnIndex, AnnInfo, AnnReport, remove_stale
 
 logger = logging.getLogger("simages_server")
 
@@ -77,6 +81,8 @@ class BuildReport:
     total: int
     labelled: int = 0
     """Images the detector labelled in this run (new ones and earlier ones that had no labels)."""
+    ann: AnnReport | None = None
+    """What happened to the ANN index (built, rows added, kept, removed); ``None``: exact search only."""
 
 
 def image_id_for(relative_path: str) -> str:
@@ -95,6 +101,8 @@ class ImageIndex:
         embeddings: np.ndarray,
         embedder: str,
         models: dict[str, Any] | None = None,
+        ann: AnnIndex | None = None,
+        ann_info: AnnInfo | None = None,
     ) -> None:
         if len(records) != embeddings.shape[0]:
             raise ValueError(
@@ -113,6 +121,12 @@ class ImageIndex:
         self.models: dict[str, Any] = models or {}
         """Which models built the index (``embedder``, ``detector``: names, files, digests)."""
         self._by_id = {record.id: i for i, record in enumerate(records)}
+        if ann is not None and ann.count != len(records):
+            raise ValueError(f"index at {root}: the ANN index holds {ann.count:,} rows for {len(records):,} images")
+        self.ann = ann
+        """Answers ``nearest`` when set; ``None``: exact search over ``embeddings``."""
+        self.ann_info = ann_info
+        """What ``index.json`` records about the ANN file (set even when loaded without it)."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -133,6 +147,8 @@ class ImageIndex:
         """Top-k rows by cosine similarity (rows and query are L2-normalised)."""
         if not len(self.records):
             return []
+        if self.ann is not None:
+            return self.ann.search(query, k)  # IVF-Flat keeps full rows: its scores are exact cosines
         scores = self.embeddings @ query.astype(np.float32).ravel()
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
@@ -142,7 +158,13 @@ class ImageIndex:
     # --- persistence ---------------------------------------------------------
 
     @classmethod
-    def load(cls, root: str | Path, *, mmap: bool = False) -> ImageIndex:
+    def load(cls, root: str | Path, *, mmap: bool = False, ann: bool = True) -> ImageIndex:
+        """Read an index folder. With an ANN file recorded (and ``ann``), load it and memory-map the rows.
+
+        The ANN index holds its own copy of the rows, so loading ``embeddings.npy`` as well would
+        double the memory; mapped, only the rows a query looks up by position are read.
+        ``ann=False`` (growing an index) leaves the ANN file to the caller; ``ann_info`` is still set.
+        """
         root = Path(root)
         meta_path = root / "index.json"
         if not meta_path.is_file():
@@ -152,14 +174,24 @@ class ImageIndex:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         with (root / "manifest.jsonl").open(encoding="utf-8") as fh:
             records = [IndexedImage.from_json(json.loads(line)) for line in fh if line.strip()]
+        info = AnnInfo.from_json(meta["ann"], meta_path) if meta.get("ann") is not None else None
         embeddings = (
-            np.load(root / "embeddings.npy", mmap_mode="r" if mmap else None)
+            np.load(root / "embeddings.npy", mmap_mode="r" if mmap or (info and ann) else None)
             if records
             else np.zeros((0, meta["dim"]), np.float32)
         )
-        return cls(root, Path(meta["images_dir"]), records, embeddings, meta["embedder"], meta.get("models"))
+        found = AnnIndex.load(root, info, rows=len(records)) if info is not None and ann else None
+        if ann:
+            logger.info(
+                "index %s: %d images, %s", root, len(records),
+                f"ANN search ({info.kind}, nlist {info.nlist}, nprobe {info.nprobe})" if info else "exact search",
+            )  # fmt: skip
+        return cls(
+            root, Path(meta["images_dir"]), records, embeddings, meta["embedder"], meta.get("models"), found, info
+        )
 
     def save(self) -> None:
+        """Write every file; with ``ann`` set its file too, else ``index.json`` records no ANN index."""
         self.root.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": FORMAT_VERSION,
@@ -169,7 +201,11 @@ class ImageIndex:
             "images_dir": str(self.images_dir.resolve()),
             "models": self.models,
         }
-        # Embeddings and manifest first, metadata last: index.json names a consistent pair.
+        # The ANN file first, under a new name (the one index.json names now stays), then embeddings
+        # and manifest, metadata last: index.json names a consistent set.
+        if self.ann is not None:
+            self.ann_info = self.ann.write(self.root)
+            meta["ann"] = self.ann_info.to_json()
         _atomic_write(self.root / "embeddings.npy", lambda fh: np.save(fh, self.embeddings))
         _atomic_write(
             self.root / "manifest.jsonl",
@@ -180,6 +216,7 @@ class ImageIndex:
         _atomic_write(
             self.root / "index.json", lambda fh: fh.write(json.dumps(meta, indent=2).encode("utf-8"))
         )
+        remove_stale(self.root, self.ann_info.file if self.ann is not None and self.ann_info else None)
 
 
 def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:

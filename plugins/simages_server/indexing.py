@@ -6,7 +6,8 @@ detector on each image, so decoding and I/O hide behind inference. At most a few
 batches are in flight and new embedding rows go to a temporary file as they are
 made, so memory stays bounded on a folder of 100,000 images. The index files are
 replaced only at the end (``index.json`` last), so an interrupted build leaves the
-previous index whole.
+previous index whole. From ``ANN_THRESHOLD`` images (``ann="auto"``) the rows also go into
+an ANN index: built once, then grown by adding the new rows to the loaded file.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PIL import Image
 
 from simages_core import ImageEncodingError, open_image
 
+from .ann import ANN_THRESHOLD, AnnError, AnnIndex, AnnInfo, AnnMode, AnnReport, remove_stale, wants_ann
 from .detector import Letterbox, YoloDetector
 from .embedders import DescriptorEmbedder, ImageEmbedder
 from .index import (
@@ -74,16 +76,22 @@ def build_index(
     progress: bool = True,
     workers: int | None = None,
     batch_size: int = EMBED_BATCH,
+    ann: AnnMode = "auto",
+    ann_threshold: int = ANN_THRESHOLD,
 ) -> BuildReport:
     """Index a folder, or add its new images to an existing index at ``out``.
 
     With a detector, every image gets its detections; on an existing index, images
     without labels are labelled without being embedded again. A COCO file wins for
-    the images it covers.
+    the images it covers. ``ann``: ``auto`` gives an index of ``ann_threshold`` images or
+    more an ANN index (and keeps one it has), ``on`` always, ``off`` never (removes one).
     """
     from tqdm import tqdm
 
     images_dir, out = Path(images_dir), Path(out)
+    wants_ann(ann, 0, has_ann=False)  # an unknown mode fails before any work
+    if ann_threshold < 0:
+        raise ValueError(f"ann_threshold must be ≥ 0, not {ann_threshold}")
     if not images_dir.is_dir():
         raise NotADirectoryError(f"not a folder: {images_dir}")
     chosen: ImageEmbedder = embedder if embedder is not None else DescriptorEmbedder()
@@ -138,10 +146,14 @@ def build_index(
         if coco is not None:
             records = apply_coco(records, load_coco_labels(Path(coco)))
         models = {"embedder": chosen.info(), "detector": detector.info() if detector else index.models.get("detector")}
-        _write(index, records, Path(rows_tmp), chosen, models)
+        ann_report = _write(index, records, Path(rows_tmp), chosen, models, ann, ann_threshold)
     finally:
         Path(rows_tmp).unlink(missing_ok=True)
-    return BuildReport(added=len(new_records), skipped=skipped, total=len(records), labelled=len(labels))
+    if ann_report is not None:
+        logger.info("%s", ann_report.describe())
+    return BuildReport(
+        added=len(new_records), skipped=skipped, total=len(records), labelled=len(labels), ann=ann_report
+    )
 
 
 def _existing_or_new(
@@ -150,7 +162,7 @@ def _existing_or_new(
     if not (out / "index.json").is_file():
         out.mkdir(parents=True, exist_ok=True)
         return ImageIndex(out, images_dir, [], np.zeros((0, embedder.dim), np.float32), embedder.name)
-    index = ImageIndex.load(out, mmap=True)
+    index = ImageIndex.load(out, mmap=True, ann=False)  # the ANN file is read only if it will grow
     if index.embedder != embedder.name:
         raise ValueError(
             f"index at {out} was built with {_shown(index.models.get('embedder'), index.embedder)}, "
@@ -226,9 +238,17 @@ def _prepared(
 
 
 def _write(
-    index: ImageIndex, records: list[IndexedImage], rows_path: Path, embedder: ImageEmbedder, models: dict[str, Any]
-) -> None:
-    """Old rows + new rows into a new ``embeddings.npy``, chunk by chunk; then manifest; then metadata."""
+    index: ImageIndex,
+    records: list[IndexedImage],
+    rows_path: Path,
+    embedder: ImageEmbedder,
+    models: dict[str, Any],
+    ann_mode: AnnMode,
+    ann_threshold: int,
+) -> AnnReport | None:
+    """Old rows + new rows into a new ``embeddings.npy``, chunk by chunk; the ANN file, if any, to a new
+    name; then manifest; then metadata (naming the ANN file), so an interruption anywhere before that
+    leaves the previous ``index.json`` and the files it names whole."""
     dim = embedder.dim
     count = rows_path.stat().st_size // (4 * dim)
     new_rows = np.memmap(rows_path, np.float32, "r", shape=(count, dim)) if count else np.zeros((0, dim), np.float32)
@@ -248,6 +268,7 @@ def _write(
                 target[position : position + len(chunk)] = chunk
                 position += len(chunk)
         target.flush()
+        ann_report, ann_info = _update_ann(index, target, len(new_rows), ann_mode, ann_threshold)
         del target
         del new_rows
         os.replace(tmp, root / "embeddings.npy")
@@ -266,4 +287,30 @@ def _write(
         "images_dir": str(index.images_dir.resolve()),
         "models": models,
     }
+    if ann_info is not None:
+        meta["ann"] = ann_info.to_json()
     _atomic_write(root / "index.json", lambda fh: fh.write(json.dumps(meta, indent=2).encode("utf-8")))
+    remove_stale(root, ann_info.file if ann_info else None)
+    return ann_report
+
+
+def _update_ann(
+    index: ImageIndex, rows: np.ndarray, added: int, mode: AnnMode, threshold: int
+) -> tuple[AnnReport | None, AnnInfo | None]:
+    """Grow the recorded ANN index by the last ``added`` rows, build one, keep it, or drop it."""
+    recorded = index.ann_info
+    if not wants_ann(mode, len(rows), has_ann=recorded is not None, threshold=threshold):
+        return (AnnReport("removed", 0, 0) if recorded else None), None
+    existing = None
+    if recorded is not None:
+        try:
+            existing = AnnIndex.load(index.root, recorded, rows=len(index))
+        except AnnError as exc:  # a missing or foreign file: rebuilding is the only way on
+            logger.warning("rebuilding the ANN index: %s", exc)
+    if existing is not None and recorded is not None:
+        if not added:
+            return AnnReport("kept", 0, existing.count), recorded
+        existing.add(rows[len(rows) - added :])
+        return AnnReport("added", added, existing.count), existing.write(index.root)
+    built = AnnIndex.build(rows)
+    return AnnReport("built", len(rows), built.count), built.write(index.root)

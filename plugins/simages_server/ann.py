@@ -1,0 +1,247 @@
+"""The approximate-nearest-neighbour (ANN) index that answers visual queries on large collections.
+
+One job: build, grow, save, load and search a faiss IVF-Flat index over the index's
+L2-normalised float32 rows (inner product = cosine similarity). Rows are added in
+manifest order, so a faiss id is the row's position in ``embeddings.npy``. Growing adds
+the new rows to the loaded index: the coarse quantizer (the k-means centroids) trained
+at the first build is kept, nothing is re-trained. ``index.json`` records the file, its
+parameters and its count (``AnnInfo``); a file whose count disagrees is refused.
+Why faiss IVF-Flat (and not HNSW): see DESIGN.md, "Index at scale".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+ANN_THRESHOLD = 50_000
+"""Images from which ``--ann auto`` builds the ANN index. Below it one matrix product over all
+rows takes a few ms at 512 dimensions and is exact, with no build step and no extra file; above
+it that time grows linearly (~145 ms a query at 1M over HTTP) while the ANN index stays at a few ms."""
+
+AnnMode = Literal["auto", "on", "off"]
+ANN_MODES: tuple[AnnMode, ...] = ("auto", "on", "off")
+ANN_KIND = "faiss-ivf-flat"
+
+_LISTS_PER_SQRT = 2
+"""nlist = 2·√n inverted lists: ~500 rows a list at 1M; k-means cost grows with nlist."""
+_TRAIN_PER_LIST = 40
+"""k-means sample: faiss warns below 39 points a centroid; more only slows the build."""
+_PROBE_SHARE = 40
+"""nprobe = nlist / 40, at least ``_MIN_PROBES``: recall@10 0.976–1.0 on clustered data from 50k to 1M
+for ~1–3 ms a query; data that needs more, and raising it in ``index.json``: DESIGN.md, "Index at scale"."""
+_MIN_PROBES = 32
+"""16 probes gave recall@10 0.967 at 50k (2,000 clusters), 32 gave 0.976 for 0.6 ms more."""
+_ADD_CHUNK = 65_536
+"""Rows handed to faiss at a time, so a memory-mapped embeddings file is never loaded whole."""
+
+
+class AnnError(ValueError):
+    """The ANN file is missing, unreadable, or disagrees with the index it belongs to."""
+
+
+@dataclass(frozen=True)
+class AnnInfo:
+    """What ``index.json`` records under ``"ann"``: which file, how it was built, how many rows."""
+
+    kind: str
+    file: str
+    """File name inside the index folder (it changes with every write, see ``AnnIndex.write``)."""
+    count: int
+    dim: int
+    nlist: int
+    nprobe: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: object, where: Path) -> AnnInfo:
+        if not isinstance(raw, dict):
+            raise AnnError(f"{where}: 'ann' must be an object, not {type(raw).__name__}")
+        if raw.get("kind") != ANN_KIND:
+            raise AnnError(f"{where}: 'ann.kind' is {raw.get('kind')!r}; this server reads {ANN_KIND!r}")
+        file = raw.get("file")
+        if not isinstance(file, str) or not file or Path(file).name != file:
+            raise AnnError(f"{where}: 'ann.file' must be a file name inside the index folder, not {file!r}")
+        numbers = {}
+        for name in ("count", "dim", "nlist", "nprobe"):
+            value = raw.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise AnnError(f"{where}: 'ann.{name}' must be a whole number ≥ 0, not {value!r}")
+            numbers[name] = value
+        return cls(kind=ANN_KIND, file=file, **numbers)
+
+
+@dataclass(frozen=True)
+class AnnReport:
+    """What one ``simages-server index`` run did to the ANN index."""
+
+    action: Literal["built", "added", "kept", "removed"]
+    added: int
+    """Rows added to an ANN index loaded from disk (``added``), or indexed by a new one (``built``)."""
+    count: int
+    """Rows in the ANN index after the run (0 once removed)."""
+
+    def describe(self) -> str:
+        if self.action == "added":
+            return f"added {self.added:,} to the ANN index ({self.count:,} rows)"
+        if self.action == "built":
+            return f"built the ANN index over {self.count:,} rows"
+        if self.action == "kept":
+            return f"ANN index unchanged ({self.count:,} rows)"
+        return "removed the ANN index (exact search)"
+
+
+def wants_ann(mode: AnnMode, rows: int, *, has_ann: bool, threshold: int = ANN_THRESHOLD) -> bool:
+    """Whether an index of ``rows`` rows should carry an ANN index after this build.
+
+    ``auto`` keeps an existing ANN index even if the threshold was raised since: dropping it
+    would make the next growth past the threshold a full rebuild again.
+    """
+    if mode not in ANN_MODES:
+        raise ValueError(f"ann mode must be one of {', '.join(ANN_MODES)}, not {mode!r}")
+    if mode == "off" or rows == 0:
+        return False
+    return mode == "on" or has_ann or rows >= threshold
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - the [server] extra installs it
+        raise AnnError("the ANN index needs faiss-cpu: pip install 'simages-plugins[server]'") from exc
+    return faiss
+
+
+class AnnIndex:
+    """A faiss IVF-Flat index whose ids are row positions; searched with ``nprobe`` lists."""
+
+    def __init__(self, index: Any, nprobe: int) -> None:
+        self._index = index
+        self.nprobe = nprobe
+        self._index.nprobe = nprobe
+
+    @property
+    def count(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def nlist(self) -> int:
+        return int(self._index.nlist)
+
+    def centroids(self) -> np.ndarray:
+        """The coarse quantizer's centroids: unchanged by ``add`` (a rebuild would re-train them)."""
+        quantizer = self._index.quantizer
+        return np.array(quantizer.reconstruct_n(0, quantizer.ntotal), np.float32)
+
+    @classmethod
+    def build(cls, rows: np.ndarray, *, seed: int = 0) -> AnnIndex:
+        """Train the coarse quantizer on a sample of ``rows``, then add them all."""
+        faiss = _faiss()
+        n, dim = rows.shape
+        if n == 0:
+            raise AnnError("cannot build an ANN index over no rows")
+        nlist = max(1, min(int(_LISTS_PER_SQRT * math.sqrt(n)), n // _TRAIN_PER_LIST))
+        nprobe = min(nlist, max(_MIN_PROBES, nlist // _PROBE_SHARE))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.cp.min_points_per_centroid = 1  # the sample size is chosen above; no warning for tiny indexes
+        sample_size = min(n, _TRAIN_PER_LIST * nlist)
+        # Sorted positions: a memory-mapped file is read front to back, not at random.
+        sample = np.sort(np.random.default_rng(seed).choice(n, sample_size, replace=False))
+        index.train(np.ascontiguousarray(rows[sample], np.float32))
+        built = cls(index, nprobe)
+        built.add(rows)
+        return built
+
+    def add(self, rows: np.ndarray) -> int:
+        """Append ``rows`` (they get the next positions as ids); returns how many were added."""
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise AnnError(f"rows of shape {rows.shape} do not fit an ANN index of dimension {self.dim}")
+        for start in range(0, len(rows), _ADD_CHUNK):
+            self._index.add(np.ascontiguousarray(rows[start : start + _ADD_CHUNK], np.float32))
+        return len(rows)
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top-k positions by inner product (cosine for unit rows), best first, scores clipped to [-1, 1]."""
+        k = min(k, self.count)
+        if k <= 0:
+            return []
+        vector = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+        scores, ids = self._index.search(vector, k)
+        if ids[0, -1] < 0:  # faiss pads with -1 when the probed lists hold fewer than k rows: probe them all
+            params = _faiss().SearchParametersIVF(nprobe=self.nlist)
+            scores, ids = self._index.search(vector, k, params=params)
+        return [(int(i), float(np.clip(s, -1.0, 1.0))) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+    def info(self, file: str) -> AnnInfo:
+        return AnnInfo(ANN_KIND, file, self.count, self.dim, self.nlist, self.nprobe)
+
+    def write(self, root: Path) -> AnnInfo:
+        """Write to a new file in ``root`` (temp file, then rename); the caller records it in ``index.json``.
+
+        The name carries the count, so the file ``index.json`` names now is never overwritten:
+        until the new ``index.json`` lands, the previous index stays whole and servable.
+        """
+        name = f"ann-{self.count}.faiss"
+        _atomic_file(root / name, lambda tmp: _faiss().write_index(self._index, str(tmp)))
+        return self.info(name)
+
+    @classmethod
+    def load(cls, root: Path, info: AnnInfo, *, rows: int) -> AnnIndex:
+        """Read ``info.file``; refuse it unless its count, dimension and kind agree with the index."""
+        path = root / info.file
+        if info.count != rows:
+            raise AnnError(
+                f"{root / 'index.json'} records an ANN index of {info.count:,} rows for {rows:,} images: "
+                "rebuild it with `simages-server index IMAGES_DIR --out INDEX --ann on`"
+            )
+        if not path.is_file():
+            raise AnnError(f"ANN index file {path} named in {root / 'index.json'} is missing")
+        faiss = _faiss()
+        try:
+            loaded = faiss.read_index(str(path))  # already of its concrete class, and owning it
+        except RuntimeError as exc:
+            raise AnnError(f"cannot read the ANN index {path}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, faiss.IndexIVFFlat):
+            raise AnnError(f"{path} is a {type(loaded).__name__}, not the {ANN_KIND} index this server builds")
+        found = cls(loaded, info.nprobe)
+        if found.count != info.count or found.dim != info.dim:
+            raise AnnError(
+                f"ANN index {path} holds {found.count:,} rows of dimension {found.dim}, but "
+                f"{root / 'index.json'} records {info.count:,} of dimension {info.dim}: the file does not "
+                "belong to this index; rebuild it with `simages-server index IMAGES_DIR --out INDEX --ann on`"
+            )
+        return found
+
+
+def _atomic_file(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temp file beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale(root: Path, keep: str | None) -> None:
+    """Delete ANN files other than ``keep`` (earlier generations), after ``index.json`` moved on."""
+    for path in root.glob("ann-*.faiss"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)

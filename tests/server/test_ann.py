@@ -1,0 +1,278 @@
+"""The ANN index of the local server: threshold, search over HTTP, growth by adding, atomic writes, refusals.
+
+Small sizes so the file runs in seconds: the thresholds are set through the same knob the
+command uses (``--ann-threshold`` / ``build_index(ann_threshold=...)``). Recall is measured on
+clustered synthetic rows big enough that the index really probes only part of its lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from simages_server import ann as ann_module
+from simages_server.ann import AnnIndex
+from simages_server.cli import main as server_main
+from simages_server.embedders import DescriptorEmbedder
+from simages_server.index import ImageIndex, IndexedImage, build_index, image_id_for
+from simages_server.testing import ServerProcess, free_port
+
+API_KEY = "ann-test-key"
+
+
+def _write_images(folder: Path, start: int, count: int) -> None:
+    """Small, varied pictures: a colour family each (so the descriptor rows cluster), noise on top."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(start)
+    families = np.array([(220, 40, 40), (40, 200, 60), (50, 60, 220), (230, 220, 50), (30, 30, 30)])
+    for i in range(start, start + count):
+        base = families[i % len(families)]
+        gradient = np.linspace(0, 1, 40)[None, :, None] * rng.integers(-80, 80, 3)
+        pixels = np.clip(base + gradient + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:04d}.png")
+
+
+def _clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
+    """Unit rows around ``clusters`` centres, each cluster stretched differently (not uniform noise)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    spread = rng.lognormal(0, 0.5, (clusters, dim)).astype(np.float32) * (np.arange(1, dim + 1) ** -0.6)
+    assign = rng.integers(0, clusters, n)
+    noise = rng.standard_normal((n, dim)).astype(np.float32) * spread[assign]
+    noise *= 0.9 / np.linalg.norm(noise, axis=1, keepdims=True)
+    rows = centres[assign] + noise
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _search_ids(server: ServerProcess, image_id: str, k: int = 10) -> list[tuple[str, float]]:
+    response = requests.post(
+        server.url,
+        json={"url": f"{server.url}/images/{image_id}", "num_similar": k},
+        headers={"x-api-key": API_KEY},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = json.loads(response.json()["body"])
+    return [(image["id"], image["score"]) for image in body["images"]]
+
+
+def _serve(index_dir: Path, tmp_path: Path) -> ServerProcess:
+    return ServerProcess(index_dir, api_keys=(API_KEY,), state=tmp_path / "state", log_path=tmp_path / "server.log")
+
+
+def _meta(index_dir: Path) -> dict:
+    return json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
+
+
+def test_above_threshold_ann_over_http_matches_exact_search_on_clustered_rows(tmp_path):
+    """20,000 clustered rows (an index built earlier, below the threshold) grow past a threshold of
+    10,000: the real indexing path builds the ANN index, and the real server searches it."""
+    dim = DescriptorEmbedder().dim
+    rows = _clustered(20_000, dim, 400, seed=1)
+    records = [IndexedImage(image_id_for(f"old/r{i}.png"), f"old/r{i}.png", 64, 64) for i in range(len(rows))]
+    images, out = tmp_path / "images", tmp_path / "index"
+    _write_images(images, 0, 5)
+    ImageIndex(out, images, records, rows, DescriptorEmbedder().name).save()
+    assert "ann" not in _meta(out)
+
+    report = build_index(images, out, progress=False, ann_threshold=10_000)
+    assert report.ann is not None and (report.ann.action, report.ann.count) == ("built", 20_005)
+    index = ImageIndex.load(out)
+    assert index.ann is not None and isinstance(index.embeddings, np.memmap)
+    assert index.ann.nprobe < index.ann.nlist  # the search really skips lists: the recall below is earned
+    all_rows = np.asarray(index.embeddings)
+    ids = [r.id for r in index.records]
+    position = {image_id: i for i, image_id in enumerate(ids)}
+
+    queries = np.random.default_rng(2).choice(len(rows), 100, replace=False)
+    hits = 0
+    with _serve(out, tmp_path) as server:
+        for q in queries:
+            found = _search_ids(server, ids[q])
+            exact = np.argsort(-(all_rows @ all_rows[q]), kind="stable")[:10]
+            hits += len({image_id for image_id, _ in found} & {ids[i] for i in exact})
+            scores = [score for _, score in found]
+            assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
+            for image_id, score in found:  # exact cosines, as exact search reports them
+                assert score == pytest.approx(float(all_rows[position[image_id]] @ all_rows[q]), abs=1e-5)
+    assert "ANN search (faiss-ivf-flat" in (tmp_path / "server.log").read_text()
+    recall = hits / (10 * len(queries))
+    print(f"recall@10 {recall:.4f} with nprobe {index.ann.nprobe} of {index.ann.nlist} lists")
+    assert recall >= 0.95, recall
+
+
+def test_threshold_decides_between_ann_and_exact_search(tmp_path):
+    images = tmp_path / "images"
+    _write_images(images, 0, 60)
+    above = build_index(images, tmp_path / "above", progress=False, ann_threshold=50)
+    below = build_index(images, tmp_path / "below", progress=False, ann_threshold=61)
+    assert above.ann is not None and above.ann.action == "built" and above.ann.count == 60
+    assert below.ann is None
+    assert _meta(tmp_path / "above")["ann"]["count"] == 60 and "ann" not in _meta(tmp_path / "below")
+    assert not list((tmp_path / "below").glob("ann-*"))
+
+    exact = ImageIndex.load(tmp_path / "below")
+    assert exact.ann is None and not isinstance(exact.embeddings, np.memmap)
+    with _serve(tmp_path / "above", tmp_path / "a") as ann_server, _serve(tmp_path / "below", tmp_path / "b") as plain:
+        for record in exact.records[:12]:
+            # Same answer on the wire: the same ids in the same order, scores equal to float32 rounding.
+            from_ann, from_exact = _search_ids(ann_server, record.id), _search_ids(plain, record.id)
+            assert [i for i, _ in from_ann] == [i for i, _ in from_exact]
+            assert [s for _, s in from_ann] == pytest.approx([s for _, s in from_exact], abs=1e-5)
+    assert "ANN search" in (tmp_path / "a" / "server.log").read_text()
+    assert "exact search" in (tmp_path / "b" / "server.log").read_text()
+
+
+def test_growing_adds_to_the_loaded_ann_index_without_rebuilding(tmp_path, capsys):
+    images, out = tmp_path / "images", tmp_path / "index"
+    _write_images(images, 0, 60)
+    assert server_main(["index", str(images), "--out", str(out), "--ann-threshold", "50"]) == 0
+    assert "built the ANN index over 60 rows" in capsys.readouterr().out
+    first = _meta(out)["ann"]
+    centroids = AnnIndex.load(out, ann_module.AnnInfo.from_json(first, out), rows=60).centroids()
+
+    _write_images(images, 60, 25)
+    assert server_main(["index", str(images), "--out", str(out), "--ann-threshold", "50"]) == 0
+    assert "added 25 to the ANN index (85 rows)" in capsys.readouterr().out
+    grown = _meta(out)["ann"]
+    assert grown["count"] == 85 and grown["file"] != first["file"]
+    assert not (out / first["file"]).exists()  # the previous generation is cleaned up
+    index = ImageIndex.load(out)
+    assert index.ann is not None and index.ann.count == 85
+    # Same k-means centroids: the old part was loaded and extended, not trained again.
+    np.testing.assert_array_equal(index.ann.centroids(), centroids)
+    new_record = index.records[-1]
+    assert index.nearest(np.asarray(index.embeddings[len(index) - 1]), 1)[0][0] == index.position(new_record.id)
+
+    # Nothing new: the ANN file stays as it is.
+    assert server_main(["index", str(images), "--out", str(out), "--ann-threshold", "50"]) == 0
+    assert "ANN index unchanged (85 rows)" in capsys.readouterr().out
+    assert _meta(out)["ann"] == grown
+
+    # --ann off goes back to exact search and removes the file.
+    assert server_main(["index", str(images), "--out", str(out), "--ann", "off"]) == 0
+    assert "removed the ANN index" in capsys.readouterr().out
+    assert "ann" not in _meta(out) and not list(out.glob("ann-*"))
+
+
+def test_an_interrupted_ann_write_leaves_the_old_index_servable(tmp_path, monkeypatch):
+    images, out = tmp_path / "images", tmp_path / "index"
+    _write_images(images, 0, 60)
+    build_index(images, out, progress=False, ann_threshold=50)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    faiss = ann_module._faiss()
+    real_write = faiss.write_index
+
+    def write_half_then_fail(index, path):
+        real_write(index, path)
+        with open(path, "r+b") as fh:  # a torn file, as after a crash or a full disk
+            fh.truncate(Path(path).stat().st_size // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", write_half_then_fail)
+    _write_images(images, 60, 10)
+    with pytest.raises(OSError, match="No space left"):
+        build_index(images, out, progress=False, ann_threshold=50)
+    monkeypatch.setattr(faiss, "write_index", real_write)
+
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before  # no temp file left, nothing replaced
+    with _serve(out, tmp_path) as server:
+        record = ImageIndex.load(out).records[5]
+        assert _search_ids(server, record.id)[0][0] == record.id
+
+    # The next run completes the growth.
+    report = build_index(images, out, progress=False, ann_threshold=50)
+    assert report.ann is not None and (report.ann.action, report.ann.count) == ("added", 70)
+
+
+def _serve_refusal(index_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``simages-server serve`` on an index it must refuse: it exits before binding (or times out)."""
+    return subprocess.run(
+        [sys.executable, "-m", "simages_server", "serve", "--index", str(index_dir), "--port", str(free_port())],
+        env={**os.environ, "SIMAGES_SERVER_API_KEYS": API_KEY},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_refuses_an_ann_file_that_disagrees_with_the_manifest(tmp_path):
+    images = tmp_path / "images"
+    _write_images(images, 0, 70)
+    small, big = tmp_path / "small", tmp_path / "big"
+    # Two indexes of the same folder at different sizes: a real ANN file of another count.
+    _write_images(tmp_path / "images60", 0, 60)
+    build_index(tmp_path / "images60", small, progress=False, ann_threshold=50)
+    build_index(images, big, progress=False, ann_threshold=50)
+    meta = _meta(big)
+    (big / meta["ann"]["file"]).write_bytes((small / _meta(small)["ann"]["file"]).read_bytes())
+
+    refused = _serve_refusal(big)
+    assert refused.returncode == 2
+    assert "holds 60 rows of dimension" in refused.stderr and "records 70" in refused.stderr
+    assert "does not belong to this index" in refused.stderr
+
+    # index.json's own count disagreeing with the manifest is refused too, before the file is read.
+    meta["ann"]["count"] = 69
+    (big / "index.json").write_text(json.dumps(meta), encoding="utf-8")
+    refused = _serve_refusal(big)
+    assert refused.returncode == 2 and "records an ANN index of 69 rows for 70 images" in refused.stderr
+
+    # A missing file is named.
+    meta["ann"]["count"] = 70
+    meta["ann"]["file"] = "ann-999.faiss"
+    (big / "index.json").write_text(json.dumps(meta), encoding="utf-8")
+    refused = _serve_refusal(big)
+    assert refused.returncode == 2 and "ann-999.faiss" in refused.stderr and "is missing" in refused.stderr
+
+
+def test_growing_over_a_foreign_ann_file_rebuilds_it(tmp_path, caplog):
+    images, out = tmp_path / "images", tmp_path / "index"
+    _write_images(images, 0, 60)
+    build_index(images, out, progress=False, ann_threshold=50)
+    (out / _meta(out)["ann"]["file"]).write_bytes(b"not a faiss index")
+    _write_images(images, 60, 5)
+    report = build_index(images, out, progress=False, ann_threshold=50)
+    assert report.ann is not None and (report.ann.action, report.ann.count) == ("built", 65)
+    assert "rebuilding the ANN index: cannot read the ANN index" in caplog.text
+    assert ImageIndex.load(out).ann is not None
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"kind": "hnsw"}, "'ann.kind' is 'hnsw'"),
+        ({"file": "../elsewhere.faiss"}, "'ann.file' must be a file name inside the index folder"),
+        ({"count": -1}, "'ann.count' must be a whole number"),
+        ({"nprobe": "8"}, "'ann.nprobe' must be a whole number"),
+    ],
+)
+def test_a_malformed_ann_record_is_named(tmp_path, patch, message):
+    images, out = tmp_path / "images", tmp_path / "index"
+    _write_images(images, 0, 55)
+    build_index(images, out, progress=False, ann_threshold=50)
+    meta = _meta(out)
+    meta["ann"].update(patch)
+    (out / "index.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ann_module.AnnError, match=message.replace("(", r"\(")):
+        ImageIndex.load(out)
+
+
+def test_bad_ann_options_are_refused_before_any_work(tmp_path):
+    _write_images(tmp_path / "images", 0, 3)
+    with pytest.raises(ValueError, match="ann mode must be one of auto, on, off, not 'sometimes'"):
+        build_index(tmp_path / "images", tmp_path / "index", progress=False, ann="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ann_threshold must be ≥ 0, not -5"):
+        build_index(tmp_path / "images", tmp_path / "index", progress=False, ann_threshold=-5)
+    assert not (tmp_path / "index").exists()
