@@ -28,6 +28,7 @@ from ._forms import (
     expand_inputs,
     expand_outputs,
     expand_params_from_ctx,
+    find_output,
     find_results,
     gallery_markdown,
     import_outputs,
@@ -111,29 +112,21 @@ class FindSimilar(foo.Operator):
             result = find_similar_with(client, ctx.view, params)
         finally:
             client.close()
+        query = {k: ctx.params[k] for k in QUERY_KEYS if k in ctx.params}
+        # The gallery goes to the App's output window (``show_output``), not to this operator's
+        # prompt: FiftyOne 1.22 keeps a prompt's finished state when a button in its output
+        # prompts another operator, so the import form would never open from there. With no
+        # ``resolve_output`` the find prompt closes, and the button opens a fresh import prompt.
+        outputs, values = find_output(result, query, IMPORT_URI)
+        ctx.ops.show_output(types.Property(outputs, view=types.View(label="Similar images")).to_json(), values)
         if ctx.params.get("import_results") and not ctx.delegated:
-            ctx.prompt(IMPORT_URI, params={k: ctx.params[k] for k in QUERY_KEYS if k in ctx.params})
+            ctx.prompt(IMPORT_URI, params=query)
         return {
             "count": len(result),
             "gallery": gallery_markdown(result),
             "results": find_results(result),
             "errors": list(result.errors),
         }
-
-    def resolve_output(self, ctx: Any) -> types.Property:
-        outputs = types.Object()
-        outputs.int("count", label="Similar images found")
-        outputs.str("gallery", label="Results", view=types.MarkdownView())
-        outputs.view(
-            "import_button",
-            types.Button(
-                label="Import these with labels",
-                operator=IMPORT_URI,
-                params={k: ctx.params[k] for k in QUERY_KEYS if k in ctx.params},
-                prompt=True,
-            ),
-        )
-        return types.Property(outputs, view=types.View(label="Similar images"))
 
 
 class _ImportingOperator(foo.Operator):

@@ -206,6 +206,7 @@ def show_errors(inputs: types.Object, props: dict[str, types.Property], check: A
 
 
 def gallery_markdown(result: FindSimilarResult, max_items: int = 50) -> str:
+    """The results as markdown (thumbnail, caption) for ``execute_operator`` callers and notebooks."""
     lines = []
     for r in result.images[:max_items]:
         classes = class_summary(r.image) if result.labels else ""
@@ -214,6 +215,53 @@ def gallery_markdown(result: FindSimilarResult, max_items: int = 50) -> str:
     if result.errors:
         lines.append("**Queries that failed:** " + "; ".join(result.errors))
     return "\n".join(lines) or "No similar images found."
+
+
+GALLERY_COLUMNS = 4
+
+
+def find_output(
+    result: FindSimilarResult, import_params: dict[str, Any], import_uri: str, max_items: int = 50
+) -> tuple[types.Object, dict[str, Any]]:
+    """The find operator's output for the App: a grid of thumbnails, each captioned with its
+    rank, score and classes, and the "Import these with labels" button; returns (schema, data).
+
+    FiftyOne's own ``GridView`` of ``ImageView`` cells is used rather than a markdown list: the
+    thumbnails sit side by side, four to a row, with the caption above each one (the App's
+    image view shows its label and description as a header).
+    """
+    outputs = types.Object()
+    outputs.int("count", label="Similar images found")
+    grid = types.Object()
+    data: dict[str, str] = {}
+    for r in result.images[:max_items]:
+        classes = class_summary(r.image) if result.labels else ""
+        key = f"image_{r.rank}"
+        grid.str(
+            key,
+            view=types.ImageView(
+                label=f"#{r.rank} score {r.score:.3f}",
+                description=classes or None, width="100%", alt=r.image.id, href=r.image.url
+            ),
+        )
+        data[key] = r.image.thumbnail_url
+    if data:
+        outputs.define_property(
+            "thumbnails",
+            grid,
+            view=types.GridView(orientation="horizontal", columns=GALLERY_COLUMNS, gap=2, label="Results"),
+        )
+    else:
+        outputs.view("none_found", types.Notice(label="No similar images found."))
+    if result.errors:
+        outputs.list("errors", types.String(), label="Queries that failed")
+    if data:
+        outputs.view(
+            "import_button",
+            types.Button(label="Import these with labels", operator=import_uri, params=import_params, prompt=True),
+        )
+    values = {"count": len(result), "thumbnails": data, "errors": list(result.errors)}
+    return outputs, values
 
 
 def find_results(result: FindSimilarResult) -> list[dict[str, Any]]:

@@ -1,11 +1,12 @@
 """The FiftyOne App on loopback, driven in headless Chromium the way a person uses the plugin.
 
 Select two samples in the grid, open the operator browser, fill "Find similar images" (sources,
-the inline error for an empty text prompt), read the gallery (thumbnails, scores, classes), run a
-text prompt, then "Import similar images with labels": the grid shows the new samples with their
-boxes. Screenshots go to a temporary folder; ``SIMAGES_UPDATE_SCREENSHOTS=1`` also refreshes the
-ones ``fiftyone_plugin/README.md`` shows (``fiftyone_plugin/docs/``).
-"""
+the inline error for an empty text prompt), run a text prompt ("Then import them" opens the
+import form with it), then the two samples: the gallery
+shows thumbnails with scores and classes. "Import these with labels" in the gallery opens the
+import form with the same query; it runs with a progress bar, and the grid then shows the run's
+new samples with their boxes. Screenshots go to a temporary folder; ``SIMAGES_UPDATE_SCREENSHOTS=1``
+also refreshes the ones ``fiftyone_plugin/README.md`` shows (``fiftyone_plugin/docs/``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow, ne
 DOCS = REPO / "fiftyone_plugin" / "docs"
 LOOKER = '[data-cy="looker"]'
 SELECTED = '[data-cy="action-manage-selected"]'
+OUTPUT_WINDOW = '[data-cy="operators-prompt-view-modal"]'
+"""FiftyOne's output window (``ctx.ops.show_output``): the gallery, the import's progress and summary."""
+PROMPT = '[data-cy="operators-prompt-modal"]'
 
 
 @dataclass(frozen=True)
@@ -91,14 +95,18 @@ def select_tiles(page, count: int) -> None:
     for i, x in enumerate(xs):
         y = grid["y"] + 60
         page.mouse.move(x, y)
-        center = page.evaluate(
+        # Polled until a laid-out tile with its checkbox is under the point (the grid may still be
+        # re-rendering), then clicked at once.
+        center = page.wait_for_function(
             """([x, y]) => {
-                const tile = document.elementFromPoint(x, y).closest('[data-cy=looker]');
-                const r = tile.querySelector('[data-cy=looker-checkbox-]').getBoundingClientRect();
-                return [r.x + r.width / 2, r.y + r.height / 2];
+                const tile = document.elementFromPoint(x, y)?.closest('[data-cy=looker]');
+                const box = tile?.querySelector('[data-cy=looker-checkbox-]');
+                if (!box) return null;
+                const r = box.getBoundingClientRect();
+                return r.width > 0 ? [r.x + r.width / 2, r.y + r.height / 2] : null;
             }""",
-            [x, y],
-        )
+            arg=[x, y],
+        ).json_value()
         page.mouse.click(*center)
         expect(page.locator(SELECTED)).to_have_text(re.compile(rf"^\s*{i + 1}\b"))
 
@@ -121,20 +129,40 @@ def set_number(page, value: int) -> None:
 
 
 def gallery(page) -> list[str]:
-    """The captions under the thumbnails of the find operator's output, once it is shown."""
+    """The captions of the find operator's thumbnails (``#1 score 0.999 · cat 1.00``), once shown.
+
+    The gallery is FiftyOne's output window: a grid of image views, each headed by its caption.
+    """
     from playwright.sync_api import expect
 
-    found = page.get_by_text("Similar images found:")
+    output = page.locator(OUTPUT_WINDOW)
+    found = output.get_by_text("Similar images found:")
     expect(found).to_be_visible()
     count = int(found.locator("xpath=..").inner_text().split(":")[1])
-    thumbnails = page.locator('[role="dialog"] img')
+    thumbnails = output.locator("img")
     expect(thumbnails).to_have_count(count)
     for i in range(count):  # every thumbnail was fetched from the local server and decoded
         page.wait_for_function(
             "img => img.complete && img.naturalWidth > 0", arg=thumbnails.nth(i).element_handle()
         )
-    texts = page.locator('[role="dialog"] p', has_text=re.compile(r"#\d+ score")).all_inner_texts()
-    return [t.strip() for t in texts]
+    # Each image view: its header (rank and score, then the classes) above the linked thumbnail.
+    cells = thumbnails.evaluate_all("imgs => imgs.map(i => i.closest('a').parentElement.innerText)")
+    return [" · ".join(line.strip() for line in cell.split("\n") if line.strip()) for cell in cells]
+
+
+# Records every state of the output window's progress bar (the import yields ``set_progress``):
+# a run on a few images can finish between two polls, an observer sees every change.
+WATCH_PROGRESS = """() => {
+    window.__progress = [];
+    const seen = () => {
+        const bar = document.querySelector('[data-cy=operators-prompt-view-modal] [role=progressbar]');
+        if (!bar) return;
+        const box = bar.closest('[data-cy=operators-prompt-view-modal]');
+        const state = bar.getAttribute('aria-valuenow') + '|' + box.innerText.replace(/\\s+/g, ' ');
+        if (window.__progress.at(-1) !== state) window.__progress.push(state);
+    };
+    new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
 
 
 def test_find_then_import_in_the_app(app, tmp_path):
@@ -151,6 +179,7 @@ def test_find_then_import_in_the_app(app, tmp_path):
     shots.folder.mkdir()
     with chromium_page() as browser:
         page = browser.page
+        output = page.locator(OUTPUT_WINDOW)
         open_dataset(page, app)
         select_tiles(page, 2)
 
@@ -169,6 +198,28 @@ def test_find_then_import_in_the_app(app, tmp_path):
         expect(page.get_by_role("button", name="Execute")).to_be_disabled()
         shots.take(page, "find-validation")
 
+        # A text prompt: as many thumbnails as asked for, a cat first; "Then import them" opens
+        # the import form with the same prompt next to the results (cancelled here).
+        page.locator('[role="dialog"] input[type="string"]').fill("a cat")
+        set_number(page, 2)
+        page.locator("label", has_text="Detect objects").locator("input").check()
+        page.locator("label", has_text="Then import them").locator("input").check()
+        expect(page.get_by_role("button", name="Execute")).to_be_enabled()
+        page.get_by_role("button", name="Execute").click()
+        captions = gallery(page)
+        assert len(captions) == 2 and "cat" in captions[0], captions
+        form = page.locator(PROMPT)
+        expect(form.get_by_text("Import similar images", exact=True)).to_be_visible()
+        expect(form.locator('input[type=radio][value="text"]')).to_be_checked()
+        expect(form.locator('input[type="string"]').first).to_have_value("a cat")
+        shots.take(page, "gallery-text")
+        form.get_by_role("button", name="Cancel").click()
+        expect(form).to_have_count(0)
+        output.get_by_role("button", name="Done").click()
+        expect(output).to_have_count(0)
+
+        # The two selected samples, three images each, with their objects.
+        open_operator(page, "Find similar images (simages)")
         choose(page, "selected")
         set_number(page, 3)
         page.locator("label", has_text="Detect objects").locator("input").check()
@@ -182,38 +233,36 @@ def test_find_then_import_in_the_app(app, tmp_path):
             assert re.match(r"#\d+ score [01]\.\d{3} · \w", caption), caption
         assert any("cat" in c for c in captions) and any("cup" in c for c in captions), captions
         shots.take(page, "gallery")
-        expect(page.get_by_role("button", name="Import these with labels")).to_be_visible()
-        page.get_by_role("button", name="Close").click()
 
-        # A text prompt: as many thumbnails as asked for, a cat first.
-        open_operator(page, "Find similar images (simages)")
-        choose(page, "text")
-        page.locator('[role="dialog"] input[type="string"]').fill("a cat")
-        set_number(page, 2)
-        page.locator("label", has_text="Detect objects").locator("input").check()
-        expect(page.get_by_role("button", name="Execute")).to_be_enabled()
-        page.get_by_role("button", name="Execute").click()
-        captions = gallery(page)
-        assert len(captions) == 2 and "cat" in captions[0], captions
-        shots.take(page, "gallery-text")
-        page.get_by_role("button", name="Close").click()
-
-        # Import with labels: same selection, the form, then the grid shows the run's samples.
-        before = len(app.dataset)
-        open_operator(page, "Import similar images with labels (simages)")
-        expect(page.get_by_text("Selected samples (2)", exact=True)).to_be_visible()
-        set_number(page, 2)
+        # "Import these with labels" opens the import form with the same query.
+        output.get_by_role("button", name="Import these with labels").click()
+        expect(form.get_by_text("Import similar images", exact=True)).to_be_visible()
+        expect(form.locator('input[type=radio][value="selected"]')).to_be_checked()
+        expect(form.get_by_text("Selected samples (2)", exact=True)).to_be_visible()
+        expect(form.locator('input[type=number][max="50"]')).to_have_value("3")
+        expect(form.locator("label", has_text="Detect objects").locator("input")).to_be_checked()
+        expect(form.get_by_role("button", name="Execute")).to_be_enabled()
         shots.take(page, "import-form")
-        page.get_by_role("button", name="Execute").click()
-        expect(page.get_by_text("Run tag:")).to_be_visible(timeout=120_000)
+
+        # It runs with progress (the output window's progress bar, with the import's own labels).
+        originals = set(app.dataset.values("id"))
+        page.evaluate(WATCH_PROGRESS)
+        form.get_by_role("button", name="Execute").click()
+        page.wait_for_function("() => window.__progress.length > 0", timeout=120_000)
+        expect(output.get_by_text("Run tag:")).to_be_visible(timeout=120_000)
+        progress = page.evaluate("window.__progress")
+        assert any(re.search(r"Searching|Found \d+|Downloaded \d+/\d+", p) for p in progress), progress
         app.dataset.reload()
         (tag,) = {t for t in app.dataset.distinct("tags") if t.startswith("simages-")}
         imported = app.dataset.match_tags(tag)
-        assert len(imported) == len(app.dataset) - before >= 2
+        assert len(imported) == len(app.dataset) - len(originals) >= 3
+        queries = set(imported.values("simages_query"))  # the selected samples' query, not the text one
+        assert {q.split(":", 1)[0] for q in queries} == {"sample"}, queries
+        assert {q.split(":", 1)[1] for q in queries} <= originals, queries
         assert all(s.detections and s.detections.detections for s in imported)
-        expect(page.get_by_text(tag)).to_be_visible()
+        expect(output.get_by_text(tag)).to_be_visible()
         shots.take(page, "import-output")
-        page.get_by_role("button", name="Done").click()
+        output.get_by_role("button", name="Done").click()
         # The App switched to the run's view: only the imported samples, with their boxes.
         expect(page.locator(LOOKER)).to_have_count(len(imported))
         expect(page.locator('[data-cy="entry-counts"]')).to_have_text(f"{len(imported)} samples")

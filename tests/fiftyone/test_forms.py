@@ -61,3 +61,26 @@ def test_missing_key_banner_says_how_to_set_it(api_env, make_dataset, monkeypatc
     banner = props["error"]
     assert banner["invalid"] and banner["view"]["name"] == "Error"
     assert "SIMAGES_API_KEY" in banner["error_message"] and "export" in banner["error_message"]
+
+
+def test_find_output_is_a_grid_of_captioned_thumbnails_and_the_import_button(api_env, make_dataset):
+    """What the App's output window receives from ``find_similar`` (its browser test clicks it)."""
+    from simages_fiftyone import find_similar
+    from simages_fiftyone._forms import GALLERY_COLUMNS, find_output
+
+    dataset = make_dataset("chelsea.jpg")
+    result = find_similar(dataset, text="a cat", num_similar=3, labels=True)
+    query = {"source": "text", "text": "a cat", "num_similar": 3, "labels": True}
+    outputs, values = find_output(result, query, IMPORT_URI)
+    props = outputs.to_json()["properties"]
+    grid = props["thumbnails"]
+    assert grid["view"]["name"] == "GridView" and grid["view"]["columns"] == GALLERY_COLUMNS
+    cells = grid["type"]["properties"]
+    assert list(cells) == [f"image_{r.rank}" for r in result.images] and len(cells) == 3
+    first = result.images[0]
+    assert cells["image_1"]["view"]["name"] == "ImageView"
+    assert cells["image_1"]["view"]["label"] == f"#1 score {first.score:.3f}"
+    assert cells["image_1"]["view"]["description"].startswith("cat ")
+    assert values["thumbnails"]["image_1"] == first.image.thumbnail_url and values["count"] == 3
+    button = props["import_button"]["view"]
+    assert button["operator"] == IMPORT_URI and button["params"] == query and button["prompt"] is True

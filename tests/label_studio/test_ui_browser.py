@@ -1,11 +1,12 @@
 """Label Studio 1.23 driven in headless Chromium, as a user connects and uses the ML backend.
 
 Log in through the login page, connect the backend through Settings → Model (the form a user
-fills), run "Retrieve Predictions" from the Data Manager's actions menu, and open a task in the
-labelling screen: the predicted regions are listed with the project's labels and drawn on the
-image. Screenshots go to a temporary folder; ``SIMAGES_UPDATE_SCREENSHOTS=1`` also refreshes
-the ones ``label_studio_backend/README.md`` shows (``label_studio_backend/docs/``).
-"""
+fills), run "Retrieve Predictions" from the Data Manager's actions menu, choose those predictions
+under Settings → Annotation and add the "Prediction score" column from the Columns menu (the
+scores shown equal the REST API's), and open a task in the labelling screen: the predicted
+regions are listed with the project's labels and drawn on the image. Screenshots go to a
+temporary folder; ``SIMAGES_UPDATE_SCREENSHOTS=1`` also refreshes the ones
+``label_studio_backend/README.md`` shows (``label_studio_backend/docs/``)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,30 @@ DRAWN_BOXES = """n => {
     );
     return boxes.length >= n;
 }"""
+# The Data Manager's table, per task id: the text of the "Prediction score" cell, once every row
+# shows one (the header cells and each row's cells are in the same order).
+SCORES_SHOWN = """n => {
+    const head = [...document.querySelectorAll('.lsf-table-head .lsf-table__cell')];
+    const col = name => head.findIndex(c => c.dataset.id === name);
+    const [id, score] = [col('tasks:id'), col('tasks:predictions_score')];
+    const rows = [...document.querySelectorAll('[data-testid=table-row]')];
+    if (id < 0 || score < 0 || rows.length < n) return null;
+    const shown = {};
+    for (const row of rows) {
+        const cells = row.querySelectorAll(':scope > .lsf-table__cell');
+        const text = cells[score]?.innerText.trim();
+        if (!text) return null;
+        shown[cells[id].innerText.trim()] = text;
+    }
+    return shown;
+}"""
 FILES = ["coffee_cropped.jpg", "astronaut_resized.jpg", "chelsea_warmer.jpg", "horse_flipped.jpg"]
+
+
+def assert_displayed(text: str, score: float) -> None:
+    """``text`` is ``score`` as the Data Manager shows it (rounded to the digits it displays)."""
+    digits = len(text.split(".")[1]) if "." in text else 0
+    assert float(text) == round(score, digits), f"shown {text!r}, the predictions' mean score is {score}"
 
 
 @pytest.fixture
@@ -113,6 +137,39 @@ def test_connect_retrieve_and_review_predictions(studio, local_api, tmp_path):
                 timeout=120_000
             )
             page.get_by_label("Select all rows").uncheck()
+            (version,) = {p.model_version for p in sdk.predictions.list(project=project.id)}
+
+            # The Data Manager scores the predictions the project is set to use; Label Studio sets
+            # that to the connected model's title, not the version its predictions carry. A user
+            # picks the version under Settings → Annotation → "Select which predictions ...".
+            page.goto(f"{studio.url}/projects/{project.id}/settings/annotation")
+            page.get_by_text("Similar Images (Connected)").click()
+            page.get_by_text(re.compile(rf"^{re.escape(version)} \({len(FILES)} predictions\)$")).click()
+            page.get_by_role("button", name="Save annotation settings").click()
+            page.wait_for_function(
+                "([url, version]) => fetch(url).then(r => r.json()).then(p => p.model_version === version)",
+                arg=[f"{studio.url}/api/projects/{project.id}", version],
+                polling=250,
+            )
+            page.goto(f"{studio.url}/projects/{project.id}/data")
+
+            # Columns → "Prediction score", as a user adds a column (the tab's view keeps it),
+            # then reload: the scores are computed by the task list the page fetches.
+            columns = page.get_by_role("button", name="Columns")
+            columns.click()
+            score_column = page.locator("label", has=page.get_by_text("Prediction score", exact=True))
+            score_column.click()
+            expect(score_column.locator("input")).to_be_checked()
+            columns.click()
+            expect(score_column).to_be_hidden()
+            page.reload()
+            shown = page.wait_for_function(SCORES_SHOWN, arg=len(FILES)).json_value()
+            api_tasks = sdk.tasks.list(project=project.id, fields="all")
+            assert shown.keys() == {str(t.id) for t in api_tasks}, shown
+            for task in api_tasks:
+                scores = [p["score"] if isinstance(p, dict) else p.score for p in task.predictions or []]
+                assert scores, f"task {task.id} has no prediction"
+                assert_displayed(shown[str(task.id)], sum(scores) / len(scores))
             shots.take(page, "data-manager")
 
             # The labelling screen of the coffee task: a Mug and a Spoon, listed and drawn.
