@@ -189,6 +189,12 @@ def label_studio_job(
                 ]
                 name = files_by_url.get(task.data["image"], task.data["image"])
                 print(f"  task {task.id} {name}: boxes {boxes}, choices {chosen}, score {prediction.score}")
+        # Label Studio scores tasks (the Data Manager's "Prediction score" column) only from the model
+        # version the project has chosen: choose the one the backend's predictions carry, as a user
+        # would under Settings > Annotation.
+        versions = {p.model_version for p in ls.predictions.list(project=project.id)}
+        if len(versions) == 1:
+            ls.projects.update(id=project.id, model_version=versions.pop())
         settings = BackendSettings(**env)  # type: ignore[arg-type]
         report = expand_project(project.id, per_task=2, settings=settings)
         print(f"  expand: {report.added} new pre-labelled tasks, {report.skipped_existing} already present")
@@ -197,7 +203,8 @@ def label_studio_job(
     if keep is None:
         print("  for an interactive stack: bash scripts/demo.sh --serve, or docker compose up")
     return [
-        f"Label Studio   {studio.url}/projects/{project.id}/data  login {LS_USER} / {LS_PASSWORD}",
+        f"Label Studio   {studio.url}/projects/{project.id}/data  login {LS_USER} / {LS_PASSWORD}"
+        "  (Columns > Prediction score shows each task's score)",
         f"ML backend     {backend.url}/health  (connected to the project: Settings > Model)",
     ]
 

@@ -4,8 +4,10 @@ One job: build, grow, save, load and search a faiss IVF-Flat index over the inde
 L2-normalised float32 rows (inner product = cosine similarity). Rows are added in
 manifest order, so a faiss id is the row's position in ``embeddings.npy``. Growing adds
 the new rows to the loaded index: the coarse quantizer (the k-means centroids) trained
-at the first build is kept, nothing is re-trained. ``index.json`` records the file, its
-parameters and its count (``AnnInfo``); a file whose count disagrees is refused.
+at the first build is kept, nothing is re-trained. After a build and after every growth
+``nprobe`` is chosen by measuring recall on sampled rows (``ann_tuning.py``). ``index.json``
+records the file, its parameters, its count and the measured recall (``AnnInfo``); a file
+whose count disagrees is refused.
 Why faiss IVF-Flat (and not HNSW): see DESIGN.md, "Index at scale".
 """
 
@@ -21,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .ann_tuning import MAX_PROBE_SHARE, TARGET_RECALL, Tuning, tune_nprobe
+
 ANN_THRESHOLD = 50_000
 """Images from which ``--ann auto`` builds the ANN index. Below it one matrix product over all
 rows takes a few ms at 512 dimensions and is exact, with no build step and no extra file; above
@@ -34,11 +38,6 @@ _LISTS_PER_SQRT = 2
 """nlist = 2·√n inverted lists: ~500 rows a list at 1M; k-means cost grows with nlist."""
 _TRAIN_PER_LIST = 40
 """k-means sample: faiss warns below 39 points a centroid; more only slows the build."""
-_PROBE_SHARE = 40
-"""nprobe = nlist / 40, at least ``_MIN_PROBES``: recall@10 0.976–1.0 on clustered data from 50k to 1M
-for ~1–3 ms a query; data that needs more, and raising it in ``index.json``: DESIGN.md, "Index at scale"."""
-_MIN_PROBES = 32
-"""16 probes gave recall@10 0.967 at 50k (2,000 clusters), 32 gave 0.976 for 0.6 ms more."""
 _ADD_CHUNK = 65_536
 """Rows handed to faiss at a time, so a memory-mapped embeddings file is never loaded whole."""
 
@@ -58,6 +57,10 @@ class AnnInfo:
     dim: int
     nlist: int
     nprobe: int
+    """Chosen by measurement (``ann_tuning.tune_nprobe``); ``serve`` searches with it."""
+    recall: float | None = None
+    """recall@10 measured at ``nprobe`` on ``tuned_queries`` sampled rows (``None``: not measured)."""
+    tuned_queries: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +80,14 @@ class AnnInfo:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise AnnError(f"{where}: 'ann.{name}' must be a whole number ≥ 0, not {value!r}")
             numbers[name] = value
-        return cls(kind=ANN_KIND, file=file, **numbers)
+        recall = raw.get("recall")
+        is_number = isinstance(recall, int | float) and not isinstance(recall, bool)
+        if recall is not None and not (is_number and 0 <= recall <= 1):
+            raise AnnError(f"{where}: 'ann.recall' must be a number from 0 to 1, not {recall!r}")
+        queries = raw.get("tuned_queries", 0)
+        if not isinstance(queries, int) or isinstance(queries, bool) or queries < 0:
+            raise AnnError(f"{where}: 'ann.tuned_queries' must be a whole number ≥ 0, not {queries!r}")
+        return cls(kind=ANN_KIND, file=file, recall=None if recall is None else float(recall), tuned_queries=queries, **numbers)
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,18 @@ class AnnReport:
     """Rows added to an ANN index loaded from disk (``added``), or indexed by a new one (``built``)."""
     count: int
     """Rows in the ANN index after the run (0 once removed)."""
+    info: AnnInfo | None = None
+    """What ``index.json`` now records (``None`` once removed)."""
+
+    def tuning(self) -> str | None:
+        """``ANN index: N rows, nprobe P, recall@10 R on S sampled queries`` (``None`` once removed)."""
+        if self.info is None:
+            return None
+        recall = "not measured" if self.info.recall is None else f"{self.info.recall:.3f}"
+        return (
+            f"ANN index: {self.info.count:,} rows, nprobe {self.info.nprobe} of {self.info.nlist} lists, "
+            f"recall@10 {recall} on {self.info.tuned_queries:,} sampled queries"
+        )
 
     def describe(self) -> str:
         if self.action == "added":
@@ -124,10 +146,23 @@ def _faiss() -> Any:
 class AnnIndex:
     """A faiss IVF-Flat index whose ids are row positions; searched with ``nprobe`` lists."""
 
-    def __init__(self, index: Any, nprobe: int) -> None:
+    def __init__(self, index: Any, nprobe: int, recall: float | None = None, tuned_queries: int = 0) -> None:
         self._index = index
         self.nprobe = nprobe
         self._index.nprobe = nprobe
+        self.recall = recall
+        self.tuned_queries = tuned_queries
+
+    def tune(
+        self, rows: np.ndarray, *, target: float = TARGET_RECALL, max_probe_share: float = MAX_PROBE_SHARE
+    ) -> Tuning:
+        """Measure and set ``nprobe`` over ``rows`` (all the rows this index holds, in id order)."""
+        if len(rows) != self.count:
+            raise AnnError(f"tuning needs the index's {self.count:,} rows, got {len(rows):,}")
+        tuning = tune_nprobe(self._index, rows, target=target, max_probe_share=max_probe_share)
+        self.nprobe, self.recall, self.tuned_queries = tuning.nprobe, tuning.recall, tuning.queries
+        self._index.nprobe = tuning.nprobe
+        return tuning
 
     @property
     def count(self) -> int:
@@ -147,14 +182,20 @@ class AnnIndex:
         return np.array(quantizer.reconstruct_n(0, quantizer.ntotal), np.float32)
 
     @classmethod
-    def build(cls, rows: np.ndarray, *, seed: int = 0) -> AnnIndex:
-        """Train the coarse quantizer on a sample of ``rows``, then add them all."""
+    def build(
+        cls,
+        rows: np.ndarray,
+        *,
+        seed: int = 0,
+        target: float = TARGET_RECALL,
+        max_probe_share: float = MAX_PROBE_SHARE,
+    ) -> AnnIndex:
+        """Train the coarse quantizer on a sample of ``rows``, add them all, then tune ``nprobe``."""
         faiss = _faiss()
         n, dim = rows.shape
         if n == 0:
             raise AnnError("cannot build an ANN index over no rows")
         nlist = max(1, min(int(_LISTS_PER_SQRT * math.sqrt(n)), n // _TRAIN_PER_LIST))
-        nprobe = min(nlist, max(_MIN_PROBES, nlist // _PROBE_SHARE))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
@@ -163,8 +204,9 @@ class AnnIndex:
         # Sorted positions: a memory-mapped file is read front to back, not at random.
         sample = np.sort(np.random.default_rng(seed).choice(n, sample_size, replace=False))
         index.train(np.ascontiguousarray(rows[sample], np.float32))
-        built = cls(index, nprobe)
+        built = cls(index, nlist)  # exhaustive until tuned
         built.add(rows)
+        built.tune(rows, target=target, max_probe_share=max_probe_share)
         return built
 
     def add(self, rows: np.ndarray) -> int:
@@ -188,7 +230,9 @@ class AnnIndex:
         return [(int(i), float(np.clip(s, -1.0, 1.0))) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 
     def info(self, file: str) -> AnnInfo:
-        return AnnInfo(ANN_KIND, file, self.count, self.dim, self.nlist, self.nprobe)
+        return AnnInfo(
+            ANN_KIND, file, self.count, self.dim, self.nlist, self.nprobe, self.recall, self.tuned_queries
+        )
 
     def write(self, root: Path) -> AnnInfo:
         """Write to a new file in ``root`` (temp file, then rename); the caller records it in ``index.json``.
@@ -218,7 +262,7 @@ class AnnIndex:
             raise AnnError(f"cannot read the ANN index {path}: {str(exc).splitlines()[0]}") from None
         if not isinstance(loaded, faiss.IndexIVFFlat):
             raise AnnError(f"{path} is a {type(loaded).__name__}, not the {ANN_KIND} index this server builds")
-        found = cls(loaded, info.nprobe)
+        found = cls(loaded, info.nprobe, info.recall, info.tuned_queries)
         if found.count != info.count or found.dim != info.dim:
             raise AnnError(
                 f"ANN index {path} holds {found.count:,} rows of dimension {found.dim}, but "

@@ -184,6 +184,9 @@ def _index(args: argparse.Namespace) -> int:
     )
     if report.ann is not None:
         print(report.ann.describe())
+        summary = report.ann.tuning()
+        if summary is not None:
+            print(summary)
     for line in report.skipped:
         print(f"  skipped {line}")
     return 0

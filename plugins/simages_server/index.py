@@ -184,7 +184,12 @@ class ImageIndex:
         if ann:
             logger.info(
                 "index %s: %d images, %s", root, len(records),
-                f"ANN search ({info.kind}, nlist {info.nlist}, nprobe {info.nprobe})" if info else "exact search",
+                (
+                    f"ANN search ({info.kind}, nlist {info.nlist}, nprobe {info.nprobe}, measured recall@10 "
+                    f"{'unknown' if info.recall is None else f'{info.recall:.3f}'})"
+                    if info
+                    else "exact search"
+                ),
             )  # fmt: skip
         return cls(
             root, Path(meta["images_dir"]), records, embeddings, meta["embedder"], meta.get("models"), found, info

@@ -7,7 +7,8 @@ batches are in flight and new embedding rows go to a temporary file as they are
 made, so memory stays bounded on a folder of 100,000 images. The index files are
 replaced only at the end (``index.json`` last), so an interrupted build leaves the
 previous index whole. From ``ANN_THRESHOLD`` images (``ann="auto"``) the rows also go into
-an ANN index: built once, then grown by adding the new rows to the loaded file.
+an ANN index: built once, then grown by adding the new rows to the loaded file; its
+``nprobe`` is measured again after each (``ann_tuning.py``).
 """
 
 from __future__ import annotations
@@ -309,8 +310,13 @@ def _update_ann(
             logger.warning("rebuilding the ANN index: %s", exc)
     if existing is not None and recorded is not None:
         if not added:
-            return AnnReport("kept", 0, existing.count), recorded
+            return AnnReport("kept", 0, existing.count, recorded), recorded
         existing.add(rows[len(rows) - added :])
-        return AnnReport("added", added, existing.count), existing.write(index.root)
+        # New rows can shift the recall a given nprobe reaches (new lists fill, new kinds of images):
+        # measured again over all the rows, like at the build.
+        existing.tune(rows)
+        info = existing.write(index.root)
+        return AnnReport("added", added, existing.count, info), info
     built = AnnIndex.build(rows)
-    return AnnReport("built", len(rows), built.count), built.write(index.root)
+    info = built.write(index.root)
+    return AnnReport("built", len(rows), built.count, info), info
