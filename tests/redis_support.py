@@ -26,11 +26,12 @@ class RedisProcess(ManagedProcess):
     def __init__(self, directory: Path, *, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        args = [
+            REDIS_SERVER or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+            "--save", "", "--appendonly", "no", "--dir", str(directory), "--protected-mode", "yes",
+        ]  # fmt: skip
         super().__init__(
-            [
-                REDIS_SERVER or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                "--save", "", "--appendonly", "no", "--dir", str(directory), "--protected-mode", "yes",
-            ],  # fmt: skip
+            args,
             health_url=self.url,
             log_path=directory / "redis.log",
             name="redis-server",
