@@ -6,7 +6,8 @@ images (each a slightly resized, re-encoded copy: different bytes, same content)
 answers are duplicates and deduplication is part of the work. Measured in the same run:
 
 - wall time of ``expand_dataset(view, 3)`` against the latency-bound ideal for the chosen
-  concurrency, ``ceil(searches / workers) x latency`` (target: within 1.3x);
+  concurrency, ``ceil(searches / workers) x latency`` (target: within 1.3x at the largest view,
+  1,000 samples by default);
 - the same searches through ``search_many`` alone (nothing imported): what the machine's cores
   allow, so expand's own overhead is visible apart from a CPU bound;
 - a sequential loop (search, download what is new, ``add_sample``, one at a time) over
@@ -248,10 +249,13 @@ def main() -> int:
         # the loop's searches scale with the view; its downloads do not (the same distinct images)
         speedup = (per_search * run["samples"] + loop_rest_s) / run["seconds"]
         searches_alone = floor[run["samples"]]
-        ok &= ratio <= 1.3
+        # The target is the issue's, at the largest view (1,000 samples); smaller views are printed for
+        # the RSS comparison, where the fixed start (the first batch's downloads) weighs more.
+        targeted = run is runs[-1]
+        ok &= ratio <= 1.3 or not targeted
         print(
             f"expand {run['samples']:5d} samples: {run['seconds']:6.2f} s, ideal {ideal:5.2f} s -> "
-            f"{ratio:4.2f}x ideal (target <= 1.3); search_many alone {searches_alone:5.2f} s "
+            f"{ratio:4.2f}x ideal{' (target <= 1.3)' if targeted else ''}; search_many alone {searches_alone:5.2f} s "
             f"({searches_alone / ideal:4.2f}x ideal, expand {run['seconds'] / searches_alone:4.2f}x it); "
             f"{speedup:5.1f}x the loop scaled to this size; "
             f"{run['imported']} imported, {run['skipped']} duplicates skipped; "
