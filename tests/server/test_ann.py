@@ -112,15 +112,20 @@ def _meta(index_dir: Path) -> dict:
     return json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
 
 
-def test_above_threshold_ann_over_http_matches_exact_search_on_clustered_rows(tmp_path):
-    """20,000 clustered rows (an index built earlier, below the threshold) grow past a threshold of
-    10,000: the real indexing path builds the ANN index, and the real server searches it."""
-    dim = DescriptorEmbedder().dim
-    rows = _clustered(20_000, dim, 400, seed=1)
+
+def _saved_without_files(tmp_path: Path, rows: np.ndarray) -> tuple[Path, Path]:
+    """An index of ``rows`` whose images are not on disk (five real files to grow it with): (images, index)."""
     records = [IndexedImage(image_id_for(f"old/r{i}.png"), f"old/r{i}.png", 64, 64) for i in range(len(rows))]
     images, out = tmp_path / "images", tmp_path / "index"
     _write_images(images, 0, 5)
     ImageIndex(out, images, records, rows, DescriptorEmbedder().name).save()
+    return images, out
+
+def test_above_threshold_ann_over_http_matches_exact_search_on_clustered_rows(tmp_path):
+    """20,000 clustered rows (an index built earlier, below the threshold) grow past a threshold of
+    10,000: the real indexing path builds the ANN index, and the real server searches it."""
+    rows = _clustered(20_000, DescriptorEmbedder().dim, 400, seed=1)
+    images, out = _saved_without_files(tmp_path, rows)
     assert "ann" not in _meta(out)
 
     report = build_index(images, out, progress=False, ann_threshold=10_000)
@@ -153,12 +158,8 @@ def test_tuned_nprobe_holds_recall_on_shared_direction_rows_that_defeat_the_old_
     """Rows in a cone sharing 8 dominant directions (like CLIP's): the first version's fixed nprobe
     gives recall@10 ~0.76 here; the measured one is larger, recorded, and holds ≥ 0.95 over HTTP on
     queries the tuning never saw."""
-    dim = DescriptorEmbedder().dim
-    rows = _shared_cone(20_000, dim, 400, seed=1)
-    records = [IndexedImage(image_id_for(f"old/r{i}.png"), f"old/r{i}.png", 64, 64) for i in range(len(rows))]
-    images, out = tmp_path / "images", tmp_path / "index"
-    _write_images(images, 0, 5)
-    ImageIndex(out, images, records, rows, DescriptorEmbedder().name).save()
+    rows = _shared_cone(20_000, DescriptorEmbedder().dim, 400, seed=1)
+    images, out = _saved_without_files(tmp_path, rows)
 
     assert server_main(["index", str(images), "--out", str(out), "--ann-threshold", "10000"]) == 0
     recorded = _meta(out)["ann"]
