@@ -150,6 +150,10 @@ class AnnIndex:
         self._index = index
         self.nprobe = nprobe
         self._index.nprobe = nprobe
+        # A server searches one query per request: faiss's default (parallel_mode 0) splits work by
+        # query, so one query scans its lists on one core. Mode 1 splits the probed lists across
+        # OpenMP threads instead: 1.6x lower latency for a single query on 2 cores (measured at 300k).
+        self._index.parallel_mode = 1
         self.recall = recall
         self.tuned_queries = tuned_queries
 
