@@ -7,8 +7,8 @@ They run the same code as the operators (``_params`` → ``_search`` / ``_import
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from typing import Any
 
 import fiftyone.core.collections as foc
@@ -21,6 +21,18 @@ from ._importing import drain, iter_import
 from ._outcomes import ExpandResult, FindSimilarResult, ImportSimilarResult, Progress
 from ._params import build_expand_params, build_import_options, build_params
 from ._search import find_similar_with, make_client
+
+
+@contextmanager
+def _client_for(
+    client: SimilarImagesClient | None, api_key: str | None, api_url: str | None
+) -> Iterator[SimilarImagesClient]:
+    """The caller's client as it is, or one made for this call and closed after it."""
+    if client is not None:
+        yield client
+        return
+    with make_client(api_key, api_url) as own:
+        yield own
 
 
 def find_similar(
@@ -44,13 +56,8 @@ def find_similar(
     params = build_params(
         text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
     )
-    own = client is None
-    client = client or make_client(api_key, api_url)
-    try:
-        return find_similar_with(client, dataset_or_view, params)
-    finally:
-        if own:
-            client.close()
+    with _client_for(client, api_key, api_url) as search_client:
+        return find_similar_with(search_client, dataset_or_view, params)
 
 
 def import_similar(
@@ -89,13 +96,8 @@ def import_similar(
         min_confidence=min_confidence,
         policy=policy,
     )
-    own = client is None
-    client = client or make_client(api_key, api_url)
-    try:
-        return drain(iter_import(client, dataset_or_view, params, options), progress)
-    finally:
-        if own:
-            client.close()
+    with _client_for(client, api_key, api_url) as search_client:
+        return drain(iter_import(search_client, dataset_or_view, params, options), progress)
 
 
 def expand_dataset(
@@ -140,11 +142,8 @@ def expand_dataset(
         min_confidence=min_confidence,
         policy=policy,
     )
-    own = client is None
-    client = client or make_client(api_key, api_url)
-    try:
-        with closing(iter_expand(client, view_or_dataset, params, options)) as events:
-            return drain(events, progress)
-    finally:
-        if own:
-            client.close()
+    with (
+        _client_for(client, api_key, api_url) as search_client,
+        closing(iter_expand(search_client, view_or_dataset, params, options)) as events,
+    ):
+        return drain(events, progress)
