@@ -1,9 +1,10 @@
 """A catalogue of malformed requests against the real local server over loopback.
 
 Each one must answer its 4xx with the documented JSON error body naming the problem, and the
-server must keep serving (``/health`` answers after every case). ``url`` queries that must be
-refused name literal addresses, which the server refuses before resolving or connecting, or
-names under ``.invalid``, which are never sent to a resolver: no packet leaves loopback.
+server must keep serving (``/health`` answers after every case). ``url`` queries here name loopback
+only (literal forms the server refuses before resolving or connecting); private, link-local and
+other forbidden targets, and names that do not resolve, are in ``test_url_guard.py``, where a stub
+resolver maps test names to them and a connection watch proves no packet leaves loopback.
 """
 
 from __future__ import annotations
@@ -110,18 +111,11 @@ CATALOGUE = [
     Case("url-bad-ipv6", {"url": "http://[::1/cat.jpg"}, "http or https"),
     Case("url-loopback", {"url": "http://127.0.0.1:9/cat.jpg"}, "non-public address"),
     Case("url-localhost-name", {"url": "http://localhost:9/cat.jpg"}, "non-public address"),
-    Case("url-metadata", {"url": "http://169.254.169.254/latest/meta-data/"}, "non-public address"),
-    Case("url-private", {"url": "http://10.1.2.3/cat.jpg"}, "non-public address"),
-    Case("url-cgnat", {"url": "http://100.64.0.1/cat.jpg"}, "carrier-grade NAT"),
     Case("url-decimal-loopback", {"url": "http://2130706433/cat.jpg"}, "is 127.0.0.1, a non-public address"),
     Case("url-octal-loopback", {"url": "http://0177.0.0.1/cat.jpg"}, "is 127.0.0.1, a non-public address"),
-    Case("url-ipv4-mapped", {"url": "http://[::ffff:169.254.169.254]/"}, "non-public address"),
-    Case("url-6to4", {"url": "http://[2002:a00:1::]/"}, "6to4"),
     Case("url-ipv6-loopback", {"url": "http://[::1]:9/"}, "non-public address"),
     Case("url-unspecified", {"url": "http://0.0.0.0:9/"}, "unspecified"),
-    Case("url-zone-id", {"url": "http://[fe80::1%25lo]/"}, "zone id"),
     Case("url-five-numbers", {"url": "http://1.2.3.4.5/"}, "not an IPv4 address"),
-    Case("url-unresolvable", {"url": "http://no-such-host.invalid/cat.jpg"}, "cannot be resolved"),
     Case(
         "url-credentials-not-echoed",
         {"url": "http://admin:s3cret-pw@127.0.0.1:9/cat.jpg"},
