@@ -6,8 +6,12 @@ integrations and the local server only ever handle these.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .identity import Fingerprint
 
 Box = tuple[float, float, float, float]
 """A COCO-YOLOv7 box in pixels of the original image: ``(x_min, y_min, x_max, y_max)``."""
@@ -39,6 +43,8 @@ class SimilarImage:
     detections: tuple[Detection, ...] | None = None
     width: int | None = None
     height: int | None = None
+    copies: tuple[str, ...] = ()
+    """Ids of the results collapsed into this one as copies of it (``SearchResult.collapse_copies``)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,14 @@ class SearchResult:
     info: dict[str, Any] = field(default_factory=dict)
     labels_requested: bool = False
     from_cache: bool = False
+    copies_collapsed: bool = False
+    """True once ``collapse_copies`` kept one image per group of copies."""
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def collapse_copies(self, fingerprints: Mapping[str, Fingerprint], threshold: int | None = None) -> SearchResult:
+        """One image per group of copies, the best-scored kept (``simages_core.identity.collapse_copies``)."""
+        from .identity import COPY_DISTANCE, collapse_copies
+
+        return collapse_copies(self, fingerprints, COPY_DISTANCE if threshold is None else threshold)
