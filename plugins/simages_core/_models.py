@@ -61,7 +61,9 @@ class SearchResult:
     def __len__(self) -> int:
         return len(self.images)
 
-    def collapse_copies(self, fingerprints: Mapping[str, Fingerprint], threshold: int | None = None) -> SearchResult:
+    def collapse_copies(
+        self, fingerprints: Mapping[str, Fingerprint], threshold: int | None = None
+    ) -> SearchResult:
         """One image per group of copies, the best-scored kept (``simages_core.identity.collapse_copies``)."""
         from .identity import COPY_DISTANCE, collapse_copies
 

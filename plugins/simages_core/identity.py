@@ -80,7 +80,9 @@ class Fingerprint:
 def check_threshold(threshold: int) -> int:
     """A copy threshold is a whole number of bits from 0 to 64."""
     if isinstance(threshold, bool) or not isinstance(threshold, int) or not 0 <= threshold <= HASH_BITS:
-        raise ValueError(f"copy threshold must be a whole number of bits from 0 to {HASH_BITS}, not {threshold!r}")
+        raise ValueError(
+            f"copy threshold must be a whole number of bits from 0 to {HASH_BITS}, not {threshold!r}"
+        )
     return threshold
 
 
@@ -131,8 +133,8 @@ class CopyIndex:
     def __init__(self, threshold: int = COPY_DISTANCE, items: Iterable[tuple[str, Fingerprint]] = ()) -> None:
         self.threshold = check_threshold(threshold)
         self._keys: list[str] = []
-        self._upright = np.zeros(0, np.uint64)
-        self._mirrored = np.zeros(0, np.uint64)
+        self._upright: np.ndarray = np.zeros(0, np.uint64)
+        self._mirrored: np.ndarray = np.zeros(0, np.uint64)
         self._pending: list[tuple[str, Fingerprint]] = []
         self._lock = threading.Lock()
         for key, fp in items:
@@ -161,7 +163,9 @@ class CopyIndex:
     def _merge_pending(self) -> None:
         if self._pending:
             self._keys.extend(key for key, _ in self._pending)
-            self._upright = np.concatenate([self._upright, np.array([fp.upright for _, fp in self._pending], np.uint64)])
+            self._upright = np.concatenate(
+                [self._upright, np.array([fp.upright for _, fp in self._pending], np.uint64)]
+            )
             self._mirrored = np.concatenate(
                 [self._mirrored, np.array([fp.mirrored for _, fp in self._pending], np.uint64)]
             )
