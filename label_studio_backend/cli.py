@@ -2,7 +2,8 @@
 
     simages-ls serve [--host 0.0.0.0] [--port 9090] [--threads 8]
     simages-ls expand --project 1 [--tasks 1,2,3] [--per-task 5] [--min-score 0.5]
-                      [--max-requests N] [--chunk-size 200] [--dry-run] [--no-progress] [--json]
+                      [--max-requests N] [--chunk-size 200] [--copy-threshold 10 | --no-screen-copies]
+                      [--dry-run] [--no-progress] [--json]
 
 Exit codes: 0 success (also when stopped at --max-requests), 1 the API or Label Studio refused
 (an import that failed included), 2 bad arguments or settings (also a SIMAGES_CACHE_URL whose Redis does not answer), 130 interrupted (run again to continue).
@@ -21,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from simages_core import SharedStoreUnavailable, SimilarImagesError
+from simages_core.identity import COPY_DISTANCE
 
 from .settings import BackendSettings
 
@@ -55,6 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     expand.add_argument(
         "--chunk-size", type=int, default=200, help="new tasks per Label Studio import (default 200)"
+    )
+    screening = expand.add_mutually_exclusive_group()
+    screening.add_argument(
+        "--copy-threshold",
+        type=int,
+        default=COPY_DISTANCE,
+        metavar="BITS",
+        help="skip a similar image whose fingerprint is within this many bits (of 64) of a task image's "
+        "or of one this run imported: a resized, recompressed, cropped or mirrored copy "
+        f"(default {COPY_DISTANCE}; 0 only exact copies)",
+    )
+    screening.add_argument(
+        "--no-screen-copies",
+        action="store_true",
+        help="do not fingerprint anything: skip only images already in the project by API id or URL",
     )
     expand.add_argument(
         "--dry-run",
@@ -93,8 +110,9 @@ def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
 class _ProgressBar:
     """A tqdm bar on stderr, made at the first call (when the run knows how many tasks it will search)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, desc: str = "expand") -> None:
         self._enabled = enabled
+        self._desc = desc
         self._bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
@@ -103,7 +121,7 @@ class _ProgressBar:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="task", desc="expand", file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(total=total, unit="task", desc=self._desc, file=sys.stderr, dynamic_ncols=True)
         self._bar.update(done - self._bar.n)
 
     def close(self) -> None:
@@ -117,10 +135,24 @@ def _print_report(report: Any) -> None:
         f"({report.requests} requests, {report.chunks} imports), {report.skipped_existing} already in the "
         f"project, {report.resumed} expanded by an earlier run, {len(report.failed_tasks)} source tasks failed"
     )
+    if report.copy_threshold is not None:
+        unreadable = len(report.task_images_unreadable)
+        print(
+            f"copies skipped: {report.skipped_copies} (within {report.copy_threshold} bits of a task's image "
+            f"or of one imported now); task images: {report.task_images_fingerprinted} fingerprinted, "
+            f"{report.task_images_from_store} from the local store, {unreadable} unreadable"
+            + (
+                f"; {report.unscreened_images} imported unscreened (thumbnail unreadable)"
+                if report.unscreened_images
+                else ""
+            )
+        )
     for task_id, new_ids in report.landed.items():
         print(f"  task {task_id}: added tasks {', '.join(map(str, new_ids))}")
     for task_id, reason in report.failed_tasks.items():
         print(f"  task {task_id}: failed: {reason}")
+    for task_id, reason in report.task_images_unreadable.items():
+        print(f"  task {task_id}: image not screened against: {reason}")
     if report.stopped:
         print(f"stopped: {report.stopped}; {report.remaining} source tasks left: run again to continue")
 
@@ -130,7 +162,9 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
     from .expand import ExpandError, ImportUnconfirmed, expand_project, plan_expand
 
     redact = redactor_for(settings)
-    bar = _ProgressBar(not (args.no_progress or args.json or args.dry_run))
+    show = not (args.no_progress or args.json or args.dry_run)
+    bar = _ProgressBar(show)
+    fingerprint_bar = _ProgressBar(show, desc="fingerprint task images")
     try:
         if args.dry_run:
             plan = plan_expand(
@@ -145,10 +179,14 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
             min_score=args.min_score,
             max_requests=args.max_requests,
             chunk_size=args.chunk_size,
+            screen_copies=not args.no_screen_copies,
+            copy_threshold=args.copy_threshold,
             settings=settings,
             progress=bar,
+            fingerprint_progress=fingerprint_bar,
         )
     except KeyboardInterrupt:
+        fingerprint_bar.close()
         bar.close()
         print(
             "simages-ls: interrupted; imported chunks stay in the project, run the same command again to "
@@ -177,6 +215,7 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
         )
         return 1
     finally:
+        fingerprint_bar.close()
         bar.close()
     if args.json:
         print(json.dumps(dataclasses.asdict(report), indent=2))

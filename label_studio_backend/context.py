@@ -164,4 +164,3 @@ class BackendContext:
         self.executor.shutdown(wait=False, cancel_futures=True)  # running work ends within its deadline
         self.resolver.close()
         self.client.close()
-

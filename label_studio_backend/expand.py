@@ -4,8 +4,12 @@ For each source task, the API's most similar images (with their ``coco_yolov7``
 labels) become new tasks, each with a prediction made from that very image's
 detections, mapped to the project's labels, and provenance in its data
 (``simages_*`` keys: source task, score, API image id, thumbnail, time). An image
-already in the project (same API image id or same URL) is skipped, and tasks made by
-``expand`` are not expanded again unless named, so running it twice adds nothing new.
+already in the project (same API image id or same URL) is skipped, and so is a *copy* of
+one (a resized, recompressed, cropped, mirrored... version: same perceptual fingerprint within
+``copy_threshold`` bits) of a task's image or of an image the run took; tasks made by ``expand``
+are not expanded again unless named, so running it twice adds nothing new. Task images are
+fingerprinted once and remembered locally (``task_fingerprints``); tasks ``expand`` makes carry
+their fingerprint.
 
 Projects of thousands of tasks stream: tasks are listed page by page
 (``expand_tasks``), each task's image is downloaded only when its search runs (on the
@@ -27,10 +31,12 @@ import httpx
 from label_studio_sdk import LabelStudio
 
 from simages_core import MAX_NUM_SIMILAR, RequestBudget, budget_for
+from simages_core.identity import COPY_DISTANCE, check_threshold
 
 from .context import BackendContext, model_version_for
 from .expand_chunks import ChunkFailure, ImportUnconfirmed
-from .expand_run import ExpandReport, ExpandRun, Options, Progress
+from .expand_run import ExpandReport, ExpandRun, FingerprintProgress, Options, Progress
+from .expand_screen import SkippedCopy
 from .expand_tasks import SOURCE_TASK_KEY, ProjectScan, iter_tasks, scan_project
 from .label_config import ImageTarget, parse_label_config
 from .settings import BackendSettings
@@ -43,8 +49,10 @@ __all__ = [
     "ExpandError",
     "ExpandPlan",
     "ExpandReport",
+    "FingerprintProgress",
     "ImportUnconfirmed",
     "Progress",
+    "SkippedCopy",
     "expand_project",
     "plan_expand",
 ]
@@ -86,7 +94,13 @@ def _single_target(targets: tuple[ImageTarget, ...]) -> ImageTarget:
     return targets[0]
 
 
-def _check(per_task: int, min_score: float, max_requests: int | None, chunk_size: int) -> None:
+def _check(
+    per_task: int,
+    min_score: float,
+    max_requests: int | None,
+    chunk_size: int,
+    copy_threshold: int = COPY_DISTANCE,
+) -> None:
     if not 1 <= per_task < MAX_NUM_SIMILAR:
         raise ExpandError(f"per_task must be from 1 to {MAX_NUM_SIMILAR - 1}, got {per_task}")
     if not 0.0 <= min_score <= 1.0:
@@ -95,6 +109,10 @@ def _check(per_task: int, min_score: float, max_requests: int | None, chunk_size
         raise ExpandError(f"max_requests must be 0 or more, got {max_requests}")
     if chunk_size < 1:
         raise ExpandError(f"chunk_size must be 1 or more, got {chunk_size}")
+    try:
+        check_threshold(copy_threshold)
+    except ValueError as exc:
+        raise ExpandError(str(exc)) from None
 
 
 def _with_label_studio(
@@ -172,19 +190,37 @@ def expand_project(
     min_score: float = 0.0,
     max_requests: int | None = None,
     chunk_size: int = CHUNK_SIZE,
+    screen_copies: bool = True,
+    copy_threshold: int = COPY_DISTANCE,
     settings: BackendSettings | None = None,
     context: BackendContext | None = None,
     progress: Progress | None = None,
+    fingerprint_progress: FingerprintProgress | None = None,
 ) -> ExpandReport:
-    """Import up to ``per_task`` similar images per source task as new tasks; see the module docstring."""
-    _check(per_task, min_score, max_requests, chunk_size)
-    options = Options(per_task, min_score, max_requests, chunk_size)
+    """Import up to ``per_task`` similar images per source task as new tasks; see the module docstring.
+
+    ``screen_copies=False`` skips only images already in the project by API id or URL (no
+    fingerprint is fetched); ``copy_threshold`` is in bits of 64 (``simages_core.identity``).
+    """
+    _check(per_task, min_score, max_requests, chunk_size, copy_threshold)
+    options = Options(
+        per_task, min_score, max_requests, chunk_size, copy_threshold if screen_copies else None
+    )
 
     def work(ls: LabelStudio, settings: BackendSettings, context: BackendContext) -> ExpandReport:
         started = time.perf_counter()
         target, model_version, scan = _scan(ls, project_id, task_ids, context)
         return ExpandRun(
-            ls, project_id, target, model_version, scan, options, context, progress, started
+            ls,
+            project_id,
+            target,
+            model_version,
+            scan,
+            options,
+            context,
+            progress,
+            started,
+            fingerprint_progress,
         ).run()
 
     return _with_label_studio(settings, context, work)

@@ -19,19 +19,30 @@ from typing import Any
 
 from label_studio_sdk import LabelStudio
 
-from simages_core import BatchItem, Query, SimilarImage, SimilarImagesError
+from simages_core import BatchItem, Query, SearchResult, SimilarImage, SimilarImagesError
+from simages_core.identity import Fingerprint
 
-from .context import ACCOUNT_ERRORS, AccountError, BackendContext
+from .context import ACCOUNT_ERRORS, AccountError, BackendContext, public_url
 from .expand_chunks import Chunk, ChunkFailure, ChunkImporter
+from .expand_screen import CopyScreen, CopySeen, SkippedCopy
 from .expand_tasks import SOURCE_TASK_KEY, ProjectScan, SourceTask
 from .label_config import ImageTarget
 from .predictions import Thresholds, choices_region, own_rectangle_regions, prediction, vote_choices
+from .task_fingerprints import (
+    FINGERPRINT_KEY,
+    STORE_FOLDER,
+    TaskFingerprints,
+    TaskFingerprintStore,
+    fingerprint_tasks,
+)
 from .task_images import TaskImageError
 
 logger = logging.getLogger("simages_label_studio.expand")
 
 Progress = Callable[[int, int], None]
 """Called with (source tasks searched, source tasks this run will search) as the run goes."""
+FingerprintProgress = Callable[[int, int], None]
+"""Called with (task images fingerprinted or found in the store, task images to fingerprint)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,20 @@ class ExpandReport:
     """Wall time of the run, from listing the project's tasks to the last import."""
     api_refused: bool = False
     """The run stopped because the API refused every search (daily limit, key): ``stopped`` says why."""
+    copy_threshold: int | None = None
+    """Bits within which a similar image counts as a copy; ``None``: copies were not screened."""
+    skipped_copies: int = 0
+    """Similar images not imported because each is a copy of an image the project already has."""
+    copies: tuple[SkippedCopy, ...] = ()
+    """Each skipped copy with the task whose image it copies."""
+    task_images_fingerprinted: int = 0
+    """Task images this run downloaded to fingerprint (each once: the next run finds it in the store)."""
+    task_images_from_store: int = 0
+    """Task images whose fingerprint the local store already had: nothing downloaded."""
+    task_images_unreadable: dict[int, str] = field(default_factory=dict)
+    """Task id -> why its image could not be fetched or read: similar images are not screened against it."""
+    unscreened_images: int = 0
+    """Similar images imported unscreened: their thumbnail could not be fetched or read."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +96,19 @@ class Options:
     min_score: float
     max_requests: int | None
     chunk_size: int
+    copy_threshold: int | None = None
+    """``None``: copies are not screened (only API ids and URLs are deduplicated)."""
 
 
 def _new_task_data(
-    target: ImageTarget, image: SimilarImage, source_task_id: int, rank: int, when: str
+    target: ImageTarget,
+    image: SimilarImage,
+    source_task_id: int,
+    rank: int,
+    when: str,
+    fp: Fingerprint | None,
 ) -> dict[str, Any]:
-    return {
+    data = {
         target.value_key: image.url,
         "simages_id": image.id,
         "simages_score": round(image.score, 6),
@@ -85,6 +117,17 @@ def _new_task_data(
         "simages_thumbnail_url": image.thumbnail_url,
         "simages_imported_at": when,
     }
+    if fp is not None:  # a later run screens against it without downloading anything
+        data[FINGERPRINT_KEY] = fp.to_hex()
+    return data
+
+
+@dataclass(frozen=True)
+class _Searched:
+    """A search's outcome (a failure as text) and, when screening, its candidates' fingerprints."""
+
+    outcome: BatchItem | str
+    fingerprints: Future[dict[str, Fingerprint]] | None = None
 
 
 def _own_prediction(
@@ -120,6 +163,7 @@ class ExpandRun:
         context: BackendContext,
         progress: Progress | None,
         started: float,
+        fingerprint_progress: FingerprintProgress | None = None,
     ) -> None:
         self.project_id, self.target, self.scan, self.options = project_id, target, scan, options
         self.context, self.progress = context, progress
@@ -133,6 +177,12 @@ class ExpandRun:
         self._sent_lock = threading.Lock()
         self.empty = 0  # source tasks searched that had nothing new to add
         self.account_error: SimilarImagesError | None = None
+        self.fingerprint_progress = fingerprint_progress
+        self.screen: CopyScreen | None = None
+        self.task_fingerprints = TaskFingerprints()
+        self.copies: list[CopySeen] = []
+        self.unscreened = 0
+        self._accepted: dict[str, tuple[int, int]] = {}  # image id -> (source task, its place among them)
 
     def _take_request(self) -> None:
         """Counts one search against the cap, or raises ``_CapReached``: the cap is exact across threads."""
@@ -141,19 +191,37 @@ class ExpandRun:
                 raise _CapReached
             self.sent += 1
 
-    def _search(self, source: SourceTask) -> BatchItem | str:
-        """On a pool thread: the source's image (downloaded only now) and its search; a failure as text."""
+    def _search(self, source: SourceTask) -> _Searched:
+        """On a pool thread: the source's image (downloaded only now) and its search; a failure as text.
+
+        When screening, the candidates' thumbnails are handed to the screen's own pool, so this
+        worker goes on to the next search while they are fetched.
+        """
         if source.ref is None:
-            return source.ref_error or "the task has no image"
+            return _Searched(source.ref_error or "the task has no image")
         try:
             image = self.context.resolver.resolve(source.ref, source.id, need_size=False)
         except TaskImageError as exc:
-            return self.context.redact(str(exc))
+            return _Searched(self.context.redact(str(exc)))
         query = Query(url=image.url, image=image.data, num_similar=self.options.per_task + 1, labels=True)
         self._take_request()
-        return self.context.client.run_query(query)  # never raises; the image is dropped after this
+        item = self.context.client.run_query(query)  # never raises; the image is dropped after this
+        if self.screen is None or item.result is None:
+            return _Searched(item)
+        # Known ids and URLs are read while the main thread adds to them: at worst a thumbnail too many.
+        fresh = [image for _, image in self._candidates(source, item.result) if not self._known(image)]
+        return _Searched(item, self.screen.submit(fresh) if fresh else None)
 
-    def _searches(self) -> Iterator[tuple[SourceTask, BatchItem | str | None]]:
+    def _candidates(self, source: SourceTask, result: SearchResult) -> list[tuple[int, SimilarImage]]:
+        """(rank, image) of the similar images the source may add: not itself, at least ``min_score``."""
+        others = [im for im in result.images if im.url != source.ref and im.id != source.simages_id]
+        ranked = list(enumerate(others[: self.options.per_task], start=1))
+        return [(rank, image) for rank, image in ranked if image.score >= self.options.min_score]
+
+    def _known(self, image: SimilarImage) -> bool:
+        return image.id in self.scan.known_ids or image.url in self.scan.known_urls
+
+    def _searches(self) -> Iterator[tuple[SourceTask, _Searched | None]]:
         """Each source with its outcome, in source order (``None``: not searched, the cap was reached).
 
         At most ``4 x max_workers`` searches are queued, running or done but not yet consumed: an image
@@ -162,7 +230,7 @@ class ExpandRun:
         slow search (results are consumed in order, for a deterministic deduplication).
         """
         window = 4 * self.context.settings.max_workers
-        pending: deque[tuple[SourceTask, Future[BatchItem | str]]] = deque()
+        pending: deque[tuple[SourceTask, Future[_Searched]]] = deque()
         sources = iter(self.scan.sources)
         while True:
             while len(pending) < window and not self._stopping():
@@ -189,6 +257,8 @@ class ExpandRun:
         chunk = Chunk(1)
         searched = 0
         try:
+            if self.options.copy_threshold is not None:
+                self.screen = self._open_screen(self.options.copy_threshold)
             if self.progress:
                 self.progress(0, total)
             for source, outcome in self._searches():
@@ -206,10 +276,39 @@ class ExpandRun:
             self.importer.wait()
         finally:
             self.importer.close()
+            if self.screen is not None:
+                self.screen.close()
         return self._report()
 
-    def _add(self, source: SourceTask, outcome: BatchItem | str, chunk: Chunk) -> None:
-        """The source's new tasks into ``chunk``, deduplicated against the project and this run."""
+    def _open_screen(self, threshold: int) -> CopyScreen:
+        """The screen, holding the fingerprint of every task image of the project (fetched if need be)."""
+        settings = self.context.settings
+        store = TaskFingerprintStore(
+            settings.simages_home / STORE_FOLDER, public_url(settings.label_studio_url or ""), self.project_id
+        )
+        try:
+            self.task_fingerprints = fingerprint_tasks(
+                self.scan.to_fingerprint,
+                len(self.scan.to_fingerprint),
+                store=store,
+                resolver=self.context.resolver,
+                executor=self.context.executor,
+                window=4 * settings.max_workers,
+                describe_error=self.context.redact,
+                progress=self.fingerprint_progress,
+            )
+        finally:
+            store.close()
+        screen = CopyScreen(threshold, self.context.resolver.api_policy, settings.max_workers)
+        screen.add_tasks(self.scan.fingerprints)
+        screen.add_tasks(self.task_fingerprints.found)
+        # The index holds them now; the lists would only double the memory of a large project.
+        self.scan.fingerprints, self.scan.to_fingerprint, self.task_fingerprints.found = [], [], []
+        return screen
+
+    def _add(self, source: SourceTask, searched: _Searched, chunk: Chunk) -> None:
+        """The source's new tasks into ``chunk``, deduplicated and screened against the project and this run."""
+        outcome = searched.outcome
         if isinstance(outcome, str) or outcome.error is not None or outcome.result is None:
             error = outcome if isinstance(outcome, str) else outcome.error
             if isinstance(error, ACCOUNT_ERRORS) and self.account_error is None:
@@ -217,19 +316,31 @@ class ExpandRun:
             self.failed[source.id] = self.context.redact(str(error))
             logger.warning("task %s: %s", source.id, self.failed[source.id])
             return
-        others = [im for im in outcome.result.images if im.url != source.ref and im.id != source.simages_id]
+        fingerprints = searched.fingerprints.result() if searched.fingerprints is not None else {}
         added = 0
-        for rank, image in enumerate(others[: self.options.per_task], start=1):
-            if image.score < self.options.min_score:
-                break
-            if image.id in self.scan.known_ids or image.url in self.scan.known_urls:
+        for rank, image in self._candidates(source, outcome.result):
+            if self._known(image):
                 self.skipped += 1
                 continue
+            fp = fingerprints.get(image.id)
+            if self.screen is not None:
+                match = self.screen.find(fp) if fp is not None else None
+                if match is not None:
+                    self.copies.append(CopySeen(source.id, image, match))
+                    continue
+                if fp is None:
+                    self.unscreened += (
+                        1  # its thumbnail could not be read: at worst a duplicate, never a loss
+                    )
+                else:
+                    self.screen.accept(image.id, fp)
             self.scan.known_ids.add(image.id)
             self.scan.known_urls.add(image.url)
+            if self.screen is not None:
+                self._accepted[image.id] = (source.id, added)
             chunk.tasks.append(
                 {
-                    "data": _new_task_data(self.target, image, source.id, rank, self.when),
+                    "data": _new_task_data(self.target, image, source.id, rank, self.when, fp),
                     "predictions": [
                         _own_prediction(self.target, image, self.context.thresholds, self.model_version)
                     ],
@@ -255,6 +366,11 @@ class ExpandRun:
             stopped = f"the cap of {self.options.max_requests} requests was reached"
         else:
             stopped = None
+        task_of_image = {
+            image_id: landed[place]
+            for image_id, (source_id, place) in self._accepted.items()
+            if len(landed := importer.landed.get(source_id, ())) > place
+        }
         return ExpandReport(
             project_id=self.project_id,
             source_tasks=len(self.scan.sources) + len(self.scan.resumed),
@@ -271,4 +387,11 @@ class ExpandRun:
             failed_chunk=failure,
             api_refused=self.account_error is not None,
             seconds=round(time.perf_counter() - self.started, 3),
+            copy_threshold=self.options.copy_threshold,
+            skipped_copies=len(self.copies),
+            copies=tuple(seen.resolved(task_of_image) for seen in self.copies),
+            task_images_fingerprinted=self.task_fingerprints.fetched,
+            task_images_from_store=self.task_fingerprints.cached,
+            task_images_unreadable=self.task_fingerprints.unreadable,
+            unscreened_images=self.unscreened,
         )

@@ -18,6 +18,9 @@ from typing import Any
 
 from label_studio_sdk import LabelStudio
 
+from simages_core.identity import Fingerprint, FingerprintError
+
+from .task_fingerprints import FINGERPRINT_KEY, TaskImageRef
 from .task_images import TaskImageError, image_ref
 
 SOURCE_TASK_KEY = "simages_source_task"
@@ -51,6 +54,10 @@ class ProjectScan:
     """API image ids already in the project."""
     known_urls: set[str] = field(default_factory=set)
     """Image references already in the project."""
+    fingerprints: list[tuple[int, Fingerprint]] = field(default_factory=list)
+    """(task id, fingerprint) of the tasks that carry one in their data (``expand`` made them)."""
+    to_fingerprint: list[TaskImageRef] = field(default_factory=list)
+    """The other tasks with an image: screening fingerprints them (or finds them in its store)."""
 
 
 def iter_tasks(ls: LabelStudio, project_id: int, page_size: int = PAGE_SIZE) -> Iterable[Any]:
@@ -84,6 +91,7 @@ def scan_project(
             scan.known_ids.add(simages_id)
         if ref is not None:
             scan.known_urls.add(ref)
+            _note_fingerprint(scan, task.id, ref, data)
         if SOURCE_TASK_KEY in data:
             # Provenance edited by hand into a non-number: the task still counts as made by expand.
             with contextlib.suppress(TypeError, ValueError):
@@ -99,3 +107,15 @@ def scan_project(
         else:
             scan.sources.append(source)
     return scan, missing
+
+
+def _note_fingerprint(scan: ProjectScan, task_id: int, ref: str, data: dict[str, Any]) -> None:
+    """The task's recorded fingerprint, or what to fetch for one (``expand``'s thumbnail if it recorded one)."""
+    try:
+        scan.fingerprints.append((task_id, Fingerprint.from_hex(data[FINGERPRINT_KEY])))
+        return
+    except (KeyError, FingerprintError):
+        pass  # none, or edited by hand into something else: the image decides
+    thumbnail = data.get("simages_thumbnail_url") if SOURCE_TASK_KEY in data else None
+    fetch_ref = thumbnail.strip() if isinstance(thumbnail, str) and thumbnail.strip() else ref
+    scan.to_fingerprint.append(TaskImageRef(task_id, ref, fetch_ref))

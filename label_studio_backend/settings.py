@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 from typing import Annotated
 
+from platformdirs import user_cache_dir
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -65,6 +67,11 @@ class BackendSettings(BaseSettings):
     )
     """CIDRs the backend may fetch task image URLs from besides public addresses (``10.0.0.0/8,fd00::/8``)."""
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    simages_home: Path = Field(
+        default_factory=lambda: Path(user_cache_dir("simages-plugins")), validation_alias="SIMAGES_HOME"
+    )
+    """The data folder the core keeps its cache and ledger in (same variable, same default); ``expand``
+    keeps the fingerprints of task images there."""
 
     @field_validator("label_map", mode="before")
     @classmethod

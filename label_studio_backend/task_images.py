@@ -265,12 +265,35 @@ class TaskImageResolver:
             except (OSError, ValueError) as exc:
                 raise TaskImageError(f"cannot resolve {ref[:200]!r}: {exc}") from None
 
+    @property
+    def api_policy(self) -> FetchPolicy:
+        """How the API's own URLs (its thumbnails and images) are fetched: the deployer chose that API."""
+        return self._trusted.policy
+
+    def fetch_image(self, ref: str, task_id: int | None) -> bytes:
+        """A task image's bytes, fetched as the backend resolves task images (``expand`` fingerprints them).
+
+        Label Studio-hosted files through the SDK; URLs through the guarded fetch (the API's and
+        Label Studio's own hosts trusted), with the same "could not fetch" for whoever made the task.
+        """
+        if self.is_hosted_by_label_studio(ref):
+            return self.download_from_label_studio(ref, task_id)
+        if urlparse(ref).scheme not in ("http", "https"):
+            raise TaskImageError(f"image {ref[:200]!r} is neither an http(s) URL nor a Label Studio file")
+        try:
+            return self._fetcher_for(ref).fetch_bytes(ref).data
+        except FetchError as exc:
+            raise _task_fetch_error(ref, exc) from None
+
+    def _fetcher_for(self, url: str) -> Fetcher:
+        return self._trusted if _netloc(url) in self._trusted_hosts else self._guarded
+
     def probe_size(self, url: str) -> tuple[int, int]:
         """The displayed pixel size of the image at ``url``, from its first bytes (guarded fetch)."""
         shown = redact_url(url)[:200]
         # Whoever made the task learns only this: no status, no body, no timing detail.
         public = f"could not fetch {shown!r}"
-        fetcher = self._trusted if _netloc(url) in self._trusted_hosts else self._guarded
+        fetcher = self._fetcher_for(url)
         parser = ImageFile.Parser()
         read = 0
         try:
@@ -280,24 +303,30 @@ class TaskImageResolver:
                     read += len(chunk)
                     if parser.image is not None:
                         return displayed_size(parser.image)
-        except FetchRefused as exc:
-            hint = "; SIMAGES_ALLOW_URL_NETWORKS lists networks the backend may fetch from"
-            raise TaskImageError(
-                f"cannot fetch {shown!r}: {exc}", public_message=f"{public}: {exc}{hint}"
-            ) from None
-        except FetchHTTPError as exc:
-            raise TaskImageError(f"image {shown!r} answered {exc.status}", public_message=public) from None
-        except FetchContentTypeError as exc:
-            raise TaskImageError(f"{shown!r} is not an image: it {exc}", public_message=public) from None
         except FetchTooLarge:
             pass  # no size within the cap: reported below
         except FetchError as exc:
-            raise TaskImageError(f"cannot fetch {shown!r}: {exc}", public_message=public) from None
+            raise _task_fetch_error(url, exc) from None
         except (OSError, SyntaxError, ValueError) as exc:  # PIL's parser raises these for non-images
             raise TaskImageError(f"{shown!r} is not an image: {exc}", public_message=public) from None
         raise TaskImageError(
             f"{shown!r} is not a readable image (no size in the first {read} bytes)", public_message=public
         )
+
+
+def _task_fetch_error(url: str, exc: FetchError) -> TaskImageError:
+    """A guarded fetch's error as ``TaskImageError``: the detail for the log, little for the task."""
+    shown = redact_url(url)[:200]
+    # Whoever made the task learns only this: no status, no body, no timing detail.
+    public = f"could not fetch {shown!r}"
+    if isinstance(exc, FetchRefused):
+        hint = "; SIMAGES_ALLOW_URL_NETWORKS lists networks the backend may fetch from"
+        return TaskImageError(f"cannot fetch {shown!r}: {exc}", public_message=f"{public}: {exc}{hint}")
+    if isinstance(exc, FetchHTTPError):
+        return TaskImageError(f"image {shown!r} answered {exc.status}", public_message=public)
+    if isinstance(exc, FetchContentTypeError):
+        return TaskImageError(f"{shown!r} is not an image: it {exc}", public_message=public)
+    return TaskImageError(f"cannot fetch {shown!r}: {exc}", public_message=public)
 
 
 def _netloc(url: str | None) -> str:
