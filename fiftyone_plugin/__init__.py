@@ -25,6 +25,7 @@ from ._forms import (
     budget_notice,
     check_key,
     client_from_ctx,
+    copy_options_from_ctx,
     expand_inputs,
     expand_outputs,
     expand_params_from_ctx,
@@ -48,7 +49,6 @@ from ._outcomes import (
     RankedImage,
 )
 from ._params import ParamError
-from ._provenance import record_run
 from ._python_api import expand_dataset, find_similar, import_similar
 from ._search import find_similar_with
 
@@ -95,7 +95,15 @@ class FindSimilar(foo.Operator):
         def check() -> None:
             check_key(ctx)
             params_from_ctx(ctx, False)
+            copy_options_from_ctx(ctx)
 
+        props["collapse_copies"] = inputs.bool(
+            "collapse_copies",
+            default=True,
+            label="Collapse copies",
+            description="Show one image per group of near-duplicates ('N copies' beside it) and mark "
+            "copies of samples already in the dataset",
+        )
         if show_errors(inputs, props, check):
             inputs.bool(
                 "import_results",
@@ -107,9 +115,10 @@ class FindSimilar(foo.Operator):
 
     def execute(self, ctx: Any) -> dict[str, Any]:
         params = params_from_ctx(ctx, default_labels=False)
+        copies = copy_options_from_ctx(ctx)
         client = client_from_ctx(ctx)
         try:
-            result = find_similar_with(client, ctx.view, params)
+            result = find_similar_with(client, ctx.view, params, copies)
         finally:
             client.close()
         query = {k: ctx.params[k] for k in QUERY_KEYS if k in ctx.params}
@@ -118,7 +127,9 @@ class FindSimilar(foo.Operator):
         # prompts another operator, so the import form would never open from there. With no
         # ``resolve_output`` the find prompt closes, and the button opens a fresh import prompt.
         outputs, values = find_output(result, query, IMPORT_URI)
-        ctx.ops.show_output(types.Property(outputs, view=types.View(label="Similar images")).to_json(), values)
+        ctx.ops.show_output(
+            types.Property(outputs, view=types.View(label="Similar images")).to_json(), values
+        )
         if ctx.params.get("import_results") and not ctx.delegated:
             ctx.prompt(IMPORT_URI, params=query)
         return {
@@ -126,6 +137,8 @@ class FindSimilar(foo.Operator):
             "gallery": gallery_markdown(result),
             "results": find_results(result),
             "errors": list(result.errors),
+            "copies_collapsed": result.copies_collapsed,
+            "copies_of_samples": result.copies_of_samples,
         }
 
 
@@ -202,10 +215,11 @@ class ImportSimilar(_ImportingOperator):
         options = options_from_ctx(ctx)
         client = client_from_ctx(ctx)
         try:
-            result: ImportSimilarResult = yield from self._relay(ctx, iter_import(client, ctx.view, params, options))
+            result: ImportSimilarResult = yield from self._relay(
+                ctx, iter_import(client, ctx.view, params, options)
+            )
         finally:
             client.close()
-        record_run(result, params, options)
         if not ctx.delegated:
             yield from self._show(ctx, result, import_outputs())
 

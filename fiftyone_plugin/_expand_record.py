@@ -1,7 +1,8 @@
 """The record that makes an expansion resumable: a FiftyOne run on the expanded dataset.
 
 The run's key is derived from what defines the expansion (dataset, view stages, results per
-sample, labels and their filter, target dataset, media folder), so running again with the same
+sample, labels and their filter, target dataset, media folder, copy screening and its
+threshold), so running again with the same
 parameters finds it; the request cap, batch size and concurrency are not part of it, so a
 capped run continues with a higher cap. Its config holds those parameters and the run's tag;
 its results hold which query samples are done and the counts, saved after every batch.
@@ -32,7 +33,11 @@ def view_stages(collection: foc.SampleCollection) -> list[Any]:
 
 
 def expand_identity(
-    collection: foc.SampleCollection, params: ExpandParams, options: ImportOptions, target_name: str, media_dir: str
+    collection: foc.SampleCollection,
+    params: ExpandParams,
+    options: ImportOptions,
+    target_name: str,
+    media_dir: str,
 ) -> dict[str, Any]:
     """What makes two expansions the same run (JSON-serialisable, stored in the run's config)."""
     return {
@@ -45,6 +50,8 @@ def expand_identity(
         "min_confidence": options.min_confidence,
         "target": target_name,
         "media_dir": media_dir,
+        "screen_copies": options.screen_copies,
+        "copy_threshold": options.copy_threshold if options.screen_copies else None,
     }
 
 
@@ -64,6 +71,9 @@ class ExpandRecord:
     found: int = 0
     imported: int = 0
     skipped_duplicates: int = 0
+    skipped_copies: int = 0
+    copies: dict[str, str] = field(default_factory=dict)
+    """Candidate API image id -> the id of the sample it is a copy of."""
     failed_downloads: int = 0
     failed_queries: int = 0
     errors: list[str] = field(default_factory=list)
@@ -82,6 +92,7 @@ class ExpandRecord:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         known["done"] = set(known.get("done") or ())
         known["errors"] = list(known.get("errors") or ())
+        known["copies"] = dict(known.get("copies") or {})
         return cls(**known)
 
 
@@ -103,4 +114,6 @@ def start_record(dataset: fo.Dataset, key: str, identity: dict[str, Any], record
 
 
 def save_record(dataset: fo.Dataset, key: str, record: ExpandRecord) -> None:
-    dataset.save_run_results(key, dataset.init_run_results(key, **record.to_results()), overwrite=True, cache=False)
+    dataset.save_run_results(
+        key, dataset.init_run_results(key, **record.to_results()), overwrite=True, cache=False
+    )

@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 
 import fiftyone as fo
 import fiftyone.core.collections as foc
@@ -30,11 +31,13 @@ from simages_core import (
     MissingApiKey,
     QuotaExceeded,
     RequestBudget,
+    SimilarImage,
     SimilarImagesClient,
     budget_for,
     redact_url,
 )
 from simages_core.fetch import Fetcher
+from simages_core.identity import CopyIndex
 
 from ._downloads import DownloadJob, DownloadOutcome, iter_downloads
 from ._expand_record import (
@@ -45,12 +48,13 @@ from ._expand_record import (
     save_record,
     start_record,
 )
-from ._importing import build_samples, create_target, default_media_dir, existing_target, roll_back
+from ._importing import Screening, build_samples, create_target, default_media_dir, existing_target, roll_back
 from ._outcomes import ExpandResult, Progress, QueryLabel, RankedImage
 from ._params import ExpandParams, ImportOptions
 from ._provenance import existing_keys, run_tag
 from ._ranking import ClassFilter
 from ._samples import SampleSpec
+from ._screening import CopyScreen, TargetFingerprints, ThumbnailPrints, iter_target_fingerprints
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +87,17 @@ class ExpandPlan:
 
 
 def plan_expand(
-    collection: foc.SampleCollection, params: ExpandParams, options: ImportOptions, *, now: datetime | None = None
+    collection: foc.SampleCollection,
+    params: ExpandParams,
+    options: ImportOptions,
+    *,
+    now: datetime | None = None,
 ) -> ExpandPlan:
     """Find the run's record (a resumed run) or start a new one's identity; list the query ids left."""
     source = collection._dataset
     target = existing_target(collection, options)
     target_name = target.name if target is not None else str(options.new_dataset_name)
-    media_dir = options.media_dir or default_media_dir(collection, target_name)
+    media_dir = options.media_dir or default_media_dir(target_name)
     identity = expand_identity(collection, params, options, target_name, media_dir)
     key = expand_run_key(identity)
     record = load_record(source, key)
@@ -132,26 +140,62 @@ def iter_expand(
     yield Progress(len(record.done) / max(plan.total, 1), _progress_label(record, plan.total))
 
     pool = ThreadPoolExecutor(max_workers=params.max_workers, thread_name_prefix="simages-expand")
-    fetcher = Fetcher(options.policy.fetch_policy(), pool_size=max(options.policy.max_workers, 1))
+    # One connection pool for the downloads and the thumbnails fetched while searches run.
+    thumbnail_fetches = params.max_workers * params.per_sample if options.screen_copies else 0
+    fetcher = Fetcher(
+        options.policy.fetch_policy(), pool_size=max(options.policy.max_workers, 1) + thumbnail_fetches
+    )
+    thumbnails = ThumbnailPrints(fetcher, params.max_workers) if options.screen_copies else None
+    screen: CopyScreen | None = None
+    target_prints = TargetFingerprints(CopyIndex(options.copy_threshold))
+
+    def new_only(images: Sequence[SimilarImage]) -> list[SimilarImage]:
+        # Read while the main thread adds to these sets: a membership test is atomic.
+        return [i for i in images if i.id not in known_ids and i.url not in known_urls]
+
     pending: deque[list[tuple[QueryLabel, Future[BatchItem]]]] = deque()
     position = 0
     try:
         while True:
             # Keep the next batches' searches in flight while this one is imported.
             # After a fatal error nothing new is sent; what is in flight is still imported (it is paid).
-            while stopped is None and len(pending) < _LOOKAHEAD and position < len(plan.todo) and (cap is None or sent < cap):
+            while (
+                stopped is None
+                and len(pending) < _LOOKAHEAD
+                and position < len(plan.todo)
+                and (cap is None or sent < cap)
+            ):
                 room = params.batch_size if cap is None else min(params.batch_size, cap - sent)
                 chunk = plan.todo[position : position + room]
                 position += len(chunk)
                 batch = _submit(pool, client, source, chunk, params, record)
+                if thumbnails is not None:
+                    for _, future in batch:
+                        future.add_done_callback(partial(_fingerprint_answer, thumbnails, new_only))
                 sent += len(batch)
                 pending.append(batch)
             if not pending:
                 break
+            if options.screen_copies and screen is None:
+                # The target's fingerprints are computed once the first searches are in flight.
+                target_prints = yield from iter_target_fingerprints(
+                    target, options.copy_threshold, span=(len(record.done) / max(plan.total, 1),) * 2
+                )
+                screen = CopyScreen(target_prints.index)
             batch = pending.popleft()
             items = [(label, future.result()) for label, future in batch]
             target, fatal = _import_batch(
-                target, plan.target_name, items, (known_ids, known_urls), spec, plan.media_dir, options, fetcher, record
+                target,
+                plan.target_name,
+                items,
+                (known_ids, known_urls),
+                spec,
+                plan.media_dir,
+                options,
+                fetcher,
+                record,
+                Screening(screen),
+                thumbnails,
             )
             record.requests += len(batch)
             save_record(source, plan.run_key, record)
@@ -162,6 +206,8 @@ def iter_expand(
     finally:
         # An interrupted run (an error, or a closed generator) sends nothing more.
         pool.shutdown(wait=True, cancel_futures=True)
+        if thumbnails is not None:
+            thumbnails.close()
         fetcher.close()
     yield ExpandResult(
         dataset_name=plan.target_name,
@@ -179,7 +225,25 @@ def iter_expand(
         errors=tuple(record.errors),
         stopped=stopped,
         resumed=plan.resumed,
+        skipped_copies=record.skipped_copies,
+        copies=dict(record.copies),
+        screened=options.screen_copies,
+        fingerprints_computed=target_prints.computed,
+        unreadable_samples=target_prints.unreadable,
     )
+
+
+def _fingerprint_answer(
+    thumbnails: ThumbnailPrints,
+    new_only: Callable[[Sequence[SimilarImage]], list[SimilarImage]],
+    future: Future[BatchItem],
+) -> None:
+    """A search answered: start fingerprinting the thumbnails of its new images (a future's callback)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    item = future.result()
+    if item.result is not None:
+        thumbnails.start(new_only(item.result.images))
 
 
 def _progress_label(record: ExpandRecord, total: int) -> str:
@@ -220,8 +284,10 @@ def _import_batch(
     options: ImportOptions,
     fetcher: Fetcher,
     record: ExpandRecord,
+    screening: Screening,
+    thumbnails: ThumbnailPrints | None,
 ) -> tuple[fo.Dataset | None, str | None]:
-    """Download and add one batch's new images, all or nothing; returns the target and a fatal error."""
+    """Screen, download and add one batch's new images, all or nothing; returns the target and a fatal error."""
     known_ids, known_urls = known
     fatal: str | None = None
     new: dict[str, RankedImage] = {}
@@ -244,24 +310,40 @@ def _import_batch(
             known_ids.add(image.id)
             known_urls.add(image.url)
             new[image.id] = RankedImage(image=image, rank=rank, query=label)
-    jobs = [DownloadJob(key=r.image.id, url=r.image.url) for r in new.values()]
+    if thumbnails is not None:
+        for image_id in new:  # in the batch's order: the first of several copies is the one kept
+            screening.check(image_id, thumbnails.take(image_id))
+        thumbnails.forget(
+            image.id for _, item in items if item.result is not None for image in item.result.images
+        )
+    jobs = [
+        DownloadJob(key=r.image.id, url=r.image.url)
+        for r in new.values()
+        if r.image.id not in screening.copies
+    ]
     outcomes: list[DownloadOutcome] = []
     created = False
     try:
         # Appended one by one, so a roll-back knows every file handed over before an interruption.
         for outcome in iter_downloads(jobs, media_dir, options.policy, fetcher):
             outcomes.append(outcome)
-        samples = build_samples(new, outcomes, spec)
+        kept = screening.screen_downloads(sorted(outcomes, key=lambda o: jobs.index(o.job)))
+        samples = build_samples(new, kept, spec, screening.prints)
+        sample_ids: list[str] = []
         if samples:
             if target is None:
                 target, created = create_target(target_name), True
-            target.add_samples(samples, progress=False)
+            sample_ids = list(target.add_samples(samples, progress=False))
+        added = [o.job.key for o in kept if o.ok and o.path is not None]
+        screening.added(dict(zip(added, sample_ids, strict=True)))
     except BaseException:
         roll_back(target, spec.tag, outcomes, only_ids=set(new))
         if created and target is not None and len(target) == 0:
             fo.delete_dataset(target_name)
         raise
     record.imported += len(samples)
+    record.skipped_copies += len(screening.copies)
+    record.copies.update(screening.resolved)
     for outcome in outcomes:
         if not outcome.ok:
             record.failed_downloads += 1

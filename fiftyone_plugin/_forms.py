@@ -12,15 +12,19 @@ import fiftyone.operators.types as types
 
 from simages_core import RequestBudget, SimilarImagesClient
 from simages_core.coco import COCO_CLASSES
+from simages_core.identity import COPY_DISTANCE
 
 from ._expanding import ExpandPlan
-from ._outcomes import FindSimilarResult
+from ._importing import default_media_dir
+from ._outcomes import FindSimilarResult, RankedImage
 from ._params import (
     SOURCE_LABELS,
+    CopyOptions,
     ExpandParams,
     ImportOptions,
     ParamError,
     SearchParams,
+    build_copy_options,
     build_expand_params,
     build_import_options,
     build_params,
@@ -104,7 +108,27 @@ def options_from_ctx(ctx: Any) -> ImportOptions:
         label_field=p.get("label_field") or "detections",
         classes=p.get("classes") or None,
         min_confidence=p.get("min_confidence", 0.0),
+        screen_copies=p.get("screen_copies", True),
+        copy_threshold=p.get("copy_threshold", COPY_DISTANCE),
     )
+
+
+def copy_options_from_ctx(ctx: Any) -> CopyOptions:
+    """The find form's copy options: collapse near-duplicates and mark the dataset's copies (both on by default)."""
+    p = ctx.params
+    collapse = p.get("collapse_copies", True)
+    return build_copy_options(
+        collapse=collapse, mark=collapse, threshold=p.get("copy_threshold", COPY_DISTANCE)
+    )
+
+
+def media_dir_default(ctx: Any) -> str | None:
+    """Where downloads go when the form's media folder is left empty, for the target the form names."""
+    p = ctx.params
+    name = (
+        p.get("new_dataset_name") if p.get("target") == "new" else (ctx.dataset.name if ctx.dataset else None)
+    )
+    return default_media_dir(name.strip()) if isinstance(name, str) and name.strip() else None
 
 
 def query_inputs(ctx: Any, inputs: types.Object, default_labels: bool) -> dict[str, types.Property]:
@@ -149,7 +173,6 @@ def query_inputs(ctx: Any, inputs: types.Object, default_labels: bool) -> dict[s
     return props
 
 
-
 def import_target_inputs(ctx: Any, inputs: types.Object) -> dict[str, types.Property]:
     """Where imported samples go and how their labels are written (import and expand forms)."""
     props: dict[str, types.Property] = {}
@@ -168,20 +191,35 @@ def import_target_inputs(ctx: Any, inputs: types.Object) -> dict[str, types.Prop
         "min_confidence", default=0.0, min=0.0, max=1.0, label="Minimum confidence"
     )
     target = types.RadioGroup()
-    target.add_choice(
-        "current", label=f"Current dataset ({ctx.dataset.name})" if ctx.dataset else "Current"
-    )
+    target.add_choice("current", label=f"Current dataset ({ctx.dataset.name})" if ctx.dataset else "Current")
     target.add_choice("new", label="A new dataset")
     inputs.enum("target", target.values(), default="current", label="Add to", view=target)
     if ctx.params.get("target") == "new":
-        props["new_dataset_name"] = inputs.str(
-            "new_dataset_name", required=True, label="New dataset name"
-        )
+        props["new_dataset_name"] = inputs.str("new_dataset_name", required=True, label="New dataset name")
+    default_dir = media_dir_default(ctx)
     props["media_dir"] = inputs.str(
         "media_dir",
         label="Media folder",
-        description="Where downloaded images go; default: a 'simages' folder beside the dataset's media",
+        description=f"Where downloaded images go; empty: {default_dir}"
+        if default_dir
+        else "Where downloaded images go; empty: a 'simages' folder in FiftyOne's dataset directory",
     )
+    props["screen_copies"] = inputs.bool(
+        "screen_copies",
+        default=True,
+        label="Skip copies",
+        description="Skip images that are copies (resized, recompressed, cropped, mirrored...) of samples "
+        "already in the dataset or of each other; the dataset's samples are fingerprinted once",
+    )
+    if ctx.params.get("screen_copies", True):
+        props["copy_threshold"] = inputs.int(
+            "copy_threshold",
+            default=COPY_DISTANCE,
+            min=0,
+            max=64,
+            label="Copy threshold (bits)",
+            description=f"Fingerprints at most this many bits apart (of 64) are copies; default {COPY_DISTANCE}",
+        )
     return props
 
 
@@ -205,12 +243,32 @@ def show_errors(inputs: types.Object, props: dict[str, types.Property], check: A
     return True
 
 
+def copy_count(r: RankedImage) -> str:
+    """``"1 copy"``, ``"3 copies"``: how many results were collapsed into this one."""
+    return f"{len(r.copies)} cop{'y' if len(r.copies) == 1 else 'ies'}"
+
+
+def copy_notes(r: RankedImage) -> str:
+    """``"3 copies · copy of sample <id>"``: what the gallery says beside a result about its copies."""
+    notes = []
+    if r.copies:
+        notes.append(copy_count(r))
+    if r.copy_of:
+        notes.append(f"copy of sample {r.copy_of}")
+    return " · ".join(notes)
+
+
 def gallery_markdown(result: FindSimilarResult, max_items: int = 50) -> str:
     """The results as markdown (thumbnail, caption) for ``execute_operator`` callers and notebooks."""
     lines = []
     for r in result.images[:max_items]:
         classes = class_summary(r.image) if result.labels else ""
-        caption = f"**#{r.rank}** score {r.score:.3f}" + (f" · {classes}" if classes else "")
+        notes = copy_notes(r)
+        caption = (
+            f"**#{r.rank}** score {r.score:.3f}"
+            + (f" · {notes}" if notes else "")
+            + (f" · {classes}" if classes else "")
+        )
         lines.append(f"[![{r.image.id}]({r.image.thumbnail_url})]({r.image.url})  \n{caption}\n")
     if result.errors:
         lines.append("**Queries that failed:** " + "; ".join(result.errors))
@@ -237,11 +295,19 @@ def find_output(
     for r in result.images[:max_items]:
         classes = class_summary(r.image) if result.labels else ""
         key = f"image_{r.rank}"
+        # The rank and score head the cell; how many copies were folded into it and which sample it
+        # copies follow, then the classes.
         grid.str(
             key,
             view=types.ImageView(
-                label=f"#{r.rank} score {r.score:.3f}",
-                description=classes or None, width="100%", alt=r.image.id, href=r.image.url
+                label=f"#{r.rank} score {r.score:.3f}" + (f" · {copy_count(r)}" if r.copies else ""),
+                description=" · ".join(
+                    t for t in (f"copy of sample {r.copy_of}" if r.copy_of else "", classes) if t
+                )
+                or None,
+                width="100%",
+                alt=r.image.id,
+                href=r.image.url,
             ),
         )
         data[key] = r.image.thumbnail_url
@@ -258,7 +324,9 @@ def find_output(
     if data:
         outputs.view(
             "import_button",
-            types.Button(label="Import these with labels", operator=import_uri, params=import_params, prompt=True),
+            types.Button(
+                label="Import these with labels", operator=import_uri, params=import_params, prompt=True
+            ),
         )
     values = {"count": len(result), "thumbnails": data, "errors": list(result.errors)}
     return outputs, values
@@ -275,6 +343,8 @@ def find_results(result: FindSimilarResult) -> list[dict[str, Any]]:
             "thumbnail_url": r.image.thumbnail_url,
             "query": str(r.query),
             "classes": [d.name for d in r.image.detections or ()],
+            "copies": list(r.copies),
+            "copy_of": r.copy_of,
         }
         for r in result.images
     ]
@@ -282,8 +352,10 @@ def find_results(result: FindSimilarResult) -> list[dict[str, Any]]:
 
 def import_outputs() -> types.Object:
     outputs = types.Object()
+    outputs.str("summary", label="Result")
     outputs.int("imported", label="Imported")
-    outputs.int("skipped_duplicates", label="Skipped (already in the dataset)")
+    outputs.int("skipped_copies", label="Skipped (copies of samples already in the dataset)")
+    outputs.int("skipped_duplicates", label="Skipped (already imported)")
     outputs.int("failed_downloads", label="Failed downloads")
     outputs.list("failures", types.String(), label="Why downloads failed")
     outputs.str("dataset_name", label="Dataset")
@@ -333,7 +405,9 @@ def expand_inputs(ctx: Any, inputs: types.Object) -> dict[str, types.Property]:
 def budget_notice(inputs: types.Object, plan: ExpandPlan, budget: RequestBudget) -> None:
     """What the run will cost, before it runs: requests, how many beyond today's free ones, progress so far."""
     done = plan.total - len(plan.todo)
-    resumed = f" {done} of {plan.total} samples were searched by an earlier run and are skipped." if done else ""
+    resumed = (
+        f" {done} of {plan.total} samples were searched by an earlier run and are skipped." if done else ""
+    )
     inputs.view(
         "budget",
         types.Notice(label=f"This run: {budget.describe()}.{resumed}"),
@@ -344,11 +418,13 @@ def expand_outputs() -> types.Object:
     outputs = types.Object()
     outputs.str("summary", label="Result")
     outputs.int("imported", label="Imported (whole run)")
-    outputs.int("skipped_duplicates", label="Skipped (already in the dataset)")
+    outputs.int("skipped_copies", label="Skipped (copies of samples already in the dataset)")
+    outputs.int("skipped_duplicates", label="Skipped (already imported)")
     outputs.int("requests_this_run", label="Requests sent")
     outputs.int("failed_downloads", label="Failed downloads")
     outputs.int("failed_queries", label="Failed queries")
     outputs.list("errors", types.String(), label="What failed")
     outputs.str("dataset_name", label="Dataset")
     outputs.str("tag", label="Run tag")
+    outputs.str("media_dir", label="Media folder")
     return outputs

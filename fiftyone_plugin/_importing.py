@@ -10,23 +10,34 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from contextlib import closing
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import fiftyone as fo
 import fiftyone.core.collections as foc
 from fiftyone import ViewField as F
+from fiftyone.core.utils import to_slug
 
 from simages_core import SimilarImagesClient
+from simages_core.fetch import Fetcher
+from simages_core.identity import CopyIndex, Fingerprint, fingerprint_results
 
 from ._downloads import DownloadJob, DownloadOutcome, iter_downloads
 from ._outcomes import FailedDownload, ImportSimilarResult, Progress, RankedImage
 from ._params import ImportOptions, SearchParams
-from ._provenance import existing_keys, run_tag
+from ._provenance import existing_keys, record_run, run_tag
 from ._ranking import ClassFilter
 from ._samples import SampleSpec, build_sample
+from ._screening import (
+    CopyScreen,
+    CopyVerdict,
+    TargetFingerprints,
+    file_fingerprint,
+    iter_target_fingerprints,
+)
 from ._search import plan_queries, run_search
 
 logger = logging.getLogger(__name__)
@@ -34,19 +45,15 @@ logger = logging.getLogger(__name__)
 _R = TypeVar("_R")
 
 
-def default_media_dir(collection: foc.SampleCollection, target_name: str) -> str:
-    """Beside the dataset's media: ``<common folder of its files>/simages``.
+def default_media_dir(target_name: str) -> str:
+    """``<FiftyOne's dataset directory>/<dataset slug>/simages``: FiftyOne's own folder, never the user's media.
 
-    A dataset without files gets a folder under FiftyOne's default dataset directory.
+    Beside the dataset's media (the old default) the downloads landed in the folder a local
+    server indexes, so the next ``simages-server index`` took them in and every photo was found
+    twice. FiftyOne's ``default_dataset_dir`` belongs to FiftyOne; the slug keeps the name a
+    valid folder name.
     """
-    paths = [p for p in collection._dataset.limit(1000).values("filepath") if p]
-    dirs = {os.path.dirname(os.path.abspath(p)) for p in paths}
-    if dirs:
-        try:
-            return os.path.join(os.path.commonpath(sorted(dirs)), "simages")
-        except ValueError:  # different drives on Windows
-            pass
-    return os.path.join(fo.config.default_dataset_dir, target_name, "simages")
+    return os.path.join(fo.config.default_dataset_dir, to_slug(target_name), "simages")
 
 
 def existing_target(collection: foc.SampleCollection, options: ImportOptions) -> fo.Dataset | None:
@@ -71,7 +78,7 @@ def iter_import(
     *,
     now: datetime | None = None,
 ) -> Iterator[Progress | ImportSimilarResult]:
-    """Search, skip duplicates, download, add samples; yields ``Progress`` and finally the result."""
+    """Search, skip duplicates and copies, download, add samples, record the run; yields ``Progress``, then the result."""
     planned = plan_queries(collection, params)
     yield Progress(0.0, f"Searching ({len(planned)} quer{'y' if len(planned) == 1 else 'ies'})")
     found = run_search(client, planned)
@@ -82,46 +89,33 @@ def iter_import(
     dataset = existing_target(collection, options)
     target_name = dataset.name if dataset is not None else str(options.new_dataset_name)
     created = False
-    media_dir = options.media_dir or default_media_dir(collection, target_name)
+    media_dir = options.media_dir or default_media_dir(target_name)
     known_ids, known_urls = existing_keys(dataset) if dataset is not None else (set(), set())
     todo = [r for r in found.images if r.image.id not in known_ids and r.image.url not in known_urls]
     skipped = len(found.images) - len(todo)
     yield Progress(0.05, f"Found {len(found.images)}, {skipped} already in {target_name!r}")
 
     by_id = {r.image.id: r for r in todo}
-    outcomes: dict[str, DownloadOutcome] = {}
-    jobs = [DownloadJob(key=r.image.id, url=r.image.url) for r in todo]
-    spec = SampleSpec(
-        label_field=options.label_field,
-        keep=ClassFilter(options.classes, options.min_confidence),
-        labels=params.labels,
-        tag=tag,
-        query_time=now.astimezone(timezone.utc).replace(tzinfo=None),
-    )
-    sample_ids: list[str] = []
+    target_prints = TargetFingerprints(CopyIndex(options.copy_threshold))
+    screening = Screening()
+    fetcher = Fetcher(options.policy.fetch_policy(), pool_size=max(options.policy.max_workers, 1))
     try:
-        with closing(iter_downloads(jobs, media_dir, options.policy)) as downloads:
-            for done, outcome in enumerate(downloads, start=1):
-                outcomes[outcome.job.key] = outcome
-                yield Progress(0.05 + 0.85 * done / len(jobs), f"Downloaded {done}/{len(jobs)}")
-        samples = build_samples(by_id, [outcomes[j.key] for j in jobs], spec)
-        if samples:
-            if dataset is None:
-                dataset, created = create_target(target_name), True
-            sample_ids = list(dataset.add_samples(samples, progress=False))
-    except BaseException:
-        # A failure, or a cancelled run (GeneratorExit): take back everything this run wrote.
-        roll_back(dataset if not created else None, tag, outcomes.values())
-        if created and fo.dataset_exists(target_name):
-            fo.delete_dataset(target_name)
-        raise
-    failed = tuple(
-        FailedDownload(o.job.key, o.job.url, o.error or "unknown")
-        for o in (outcomes[j.key] for j in jobs)
-        if not o.ok
-    )
-    yield Progress(1.0, f"Imported {len(sample_ids)}")
-    yield ImportSimilarResult(
+        if options.screen_copies and todo:
+            target_prints = yield from iter_target_fingerprints(
+                dataset, options.copy_threshold, span=(0.05, 0.15)
+            )
+            yield Progress(0.15, f"Screening {len(todo)} new image(s) for copies")
+            thumbnails = fingerprint_results(
+                [r.image for r in todo], fetcher, max_workers=max(options.policy.max_workers, 1)
+            )
+            screening = screen_candidates(by_id, thumbnails.get, CopyScreen(target_prints.index))
+        sample_ids, outcomes, created = yield from _download_and_add(
+            dataset, target_name, by_id, screening, media_dir, options, fetcher, now, tag, params.labels
+        )
+    finally:
+        fetcher.close()
+    failed = tuple(FailedDownload(o.job.key, o.job.url, o.error or "unknown") for o in outcomes if not o.ok)
+    result = ImportSimilarResult(
         dataset_name=target_name,
         tag=tag,
         media_dir=str(media_dir),
@@ -132,13 +126,149 @@ def iter_import(
         sample_ids=tuple(sample_ids),
         query_errors=found.errors,
         new_dataset=created,
+        skipped_copies=len(screening.copies),
+        copies=screening.resolved,
+        screened=options.screen_copies,
+        fingerprints_computed=target_prints.computed,
+        unreadable_samples=target_prints.unreadable,
     )
+    result = replace(result, run_key=record_run(result, params, options))
+    yield Progress(1.0, result.summary())
+    yield result
+
+
+def _download_and_add(
+    dataset: fo.Dataset | None,
+    target_name: str,
+    by_id: dict[str, RankedImage],
+    screening: Screening,
+    media_dir: str,
+    options: ImportOptions,
+    fetcher: Fetcher,
+    now: datetime,
+    tag: str,
+    labels: bool,
+) -> Generator[Progress, None, tuple[list[str], list[DownloadOutcome], bool]]:
+    """Download the accepted images, screen those that had no thumbnail fingerprint, add the samples.
+
+    All or nothing: on a failure or a cancelled run, the run's samples and files are removed
+    (and a dataset it created is deleted). Returns (new sample ids, outcomes, created).
+    """
+    jobs = [DownloadJob(key=i, url=by_id[i].image.url) for i in by_id if i not in screening.copies]
+    spec = SampleSpec(
+        label_field=options.label_field,
+        keep=ClassFilter(options.classes, options.min_confidence),
+        labels=labels,
+        tag=tag,
+        query_time=now.astimezone(timezone.utc).replace(tzinfo=None),
+    )
+    outcomes: dict[str, DownloadOutcome] = {}
+    created = False
+    sample_ids: list[str] = []
+    try:
+        with closing(iter_downloads(jobs, media_dir, options.policy, fetcher)) as downloads:
+            for done, outcome in enumerate(downloads, start=1):
+                outcomes[outcome.job.key] = outcome
+                yield Progress(0.2 + 0.7 * done / len(jobs), f"Downloaded {done}/{len(jobs)}")
+        ordered = [outcomes[j.key] for j in jobs]
+        kept = screening.screen_downloads(ordered)
+        samples = build_samples(by_id, kept, spec, screening.prints)
+        if samples:
+            if dataset is None:
+                dataset, created = create_target(target_name), True
+            sample_ids = list(dataset.add_samples(samples, progress=False))
+        added = [o.job.key for o in kept if o.ok and o.path is not None]
+        screening.added(dict(zip(added, sample_ids, strict=True)))
+    except BaseException:
+        # A failure, or a cancelled run (GeneratorExit): take back everything this run wrote.
+        roll_back(dataset if not created else None, tag, outcomes.values())
+        if created and fo.dataset_exists(target_name):
+            fo.delete_dataset(target_name)
+        raise
+    return sample_ids, [outcomes[j.key] for j in jobs], created
+
+
+class Screening:
+    """What screening decided for one batch of candidates (API image id -> ...), in the caller's order.
+
+    Without a ``CopyScreen`` (screening off) nothing is a copy and nothing is fingerprinted.
+    """
+
+    def __init__(self, screen: CopyScreen | None = None) -> None:
+        self.screen = screen
+        self.prints: dict[str, Fingerprint] = {}
+        """Fingerprints of the accepted candidates, stored on their samples."""
+        self.copies: dict[str, CopyVerdict] = {}
+        self.unprinted: list[str] = []
+        """Accepted without a thumbnail fingerprint: screened from the downloaded file."""
+        self.resolved: dict[str, str] = {}
+        """Candidate -> the sample id it copies, once the batch's samples are in (``added``)."""
+
+    def check(self, image_id: str, fp: Fingerprint | None) -> bool:
+        """Screen one candidate; ``True`` if it is to be downloaded."""
+        if self.screen is None:
+            return True
+        if fp is None:
+            self.unprinted.append(image_id)
+            return True
+        verdict = self.screen.check(image_id, fp)
+        if verdict is not None:
+            self.copies[image_id] = verdict
+            return False
+        self.prints[image_id] = fp
+        return True
+
+    def screen_downloads(self, outcomes: list[DownloadOutcome]) -> list[DownloadOutcome]:
+        """The outcomes to keep: a download screened only now (no thumbnail fingerprint) that turns
+        out to be a copy has its file removed at once and is dropped."""
+        if self.screen is None or not self.unprinted:
+            return outcomes
+        waiting = set(self.unprinted)
+        kept = []
+        for outcome in outcomes:
+            if outcome.job.key in waiting and outcome.ok and outcome.path is not None:
+                fp = file_fingerprint(outcome.path)
+                if fp is not None and not self.check(outcome.job.key, fp):
+                    outcome.path.unlink(missing_ok=True)
+                    continue
+            kept.append(outcome)
+        return kept
+
+    def added(self, new_sample_ids: dict[str, str]) -> None:
+        """The accepted candidates that went in (API image id -> sample id): the target's from now on."""
+        if self.screen is None:
+            return
+        self.screen.added(new_sample_ids, self.prints)
+        for candidate, verdict in self.copies.items():
+            if candidate in self.resolved:
+                continue
+            if verdict.sample_id is not None:
+                self.resolved[candidate] = verdict.sample_id
+            else:
+                image_id = str(verdict.image_id)
+                self.resolved[candidate] = new_sample_ids.get(image_id, f"simages_id:{image_id}")
+
+
+def screen_candidates(
+    by_id: Mapping[str, RankedImage], thumbnail_print: Callable[[str], Fingerprint | None], screen: CopyScreen
+) -> Screening:
+    """Screen candidates in order (best first): each one's thumbnail fingerprint against the target and
+    the ones accepted before it."""
+    screening = Screening(screen)
+    for image_id in by_id:
+        screening.check(image_id, thumbnail_print(image_id))
+    return screening
 
 
 def build_samples(
-    by_id: Mapping[str, RankedImage], outcomes: Iterable[DownloadOutcome], spec: SampleSpec
+    by_id: Mapping[str, RankedImage],
+    outcomes: Iterable[DownloadOutcome],
+    spec: SampleSpec,
+    prints: Mapping[str, Fingerprint] | None = None,
 ) -> list[fo.Sample]:
-    """New samples for the successful downloads (keyed by API image id), in the outcomes' order."""
+    """New samples for the successful downloads (keyed by API image id), in the outcomes' order,
+    with the fingerprint each was screened with (``prints``)."""
+    prints = prints or {}
     return [
         build_sample(
             by_id[o.job.key],
@@ -148,6 +278,7 @@ def build_samples(
             spec,
             size_bytes=o.size_bytes,
             mime_type=o.mime_type,
+            fingerprint=prints[o.job.key].to_hex() if o.job.key in prints else None,
         )
         for o in outcomes
         if o.ok and o.path is not None

@@ -5,7 +5,7 @@ Plain frozen dataclasses, no FiftyOne and no network, so every module can share 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from simages_core import SimilarImage, redact_url
@@ -32,10 +32,17 @@ class RankedImage:
     query: QueryLabel
     hits: int = 1
     """How many of the queries returned this image."""
+    copy_of: str | None = None
+    """The id of a sample of the dataset this image is a copy of (find results), else ``None``."""
 
     @property
     def score(self) -> float:
         return self.image.score
+
+    @property
+    def copies(self) -> tuple[str, ...]:
+        """API ids of the results collapsed into this one as its copies."""
+        return self.image.copies
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,20 @@ class FindSimilarResult:
     errors: tuple[str, ...] = ()
     """Queries that failed while others succeeded, as ``"<query>: <reason>"``."""
     labels: bool = False
+    copies_collapsed: bool = False
+    """Near-duplicate results were collapsed: each image's ``copies`` names the ones folded into it."""
+    screened: bool = False
+    """Results were compared with the dataset's samples: ``copy_of`` is set on the copies."""
+    unscreened_samples: int = 0
+    """Samples of the dataset without a fingerprint (unreadable, or beyond what a search computes)."""
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def copies_of_samples(self) -> dict[str, str]:
+        """API image id -> the id of the dataset sample it is a copy of."""
+        return {r.image.id: r.copy_of for r in self.images if r.copy_of is not None}
 
 
 @dataclass(frozen=True)
@@ -81,10 +99,26 @@ class ImportSimilarResult:
     sample_ids: tuple[str, ...] = ()
     query_errors: tuple[str, ...] = ()
     new_dataset: bool = False
+    skipped_copies: int = 0
+    """Candidates skipped as copies of samples already in the dataset (or of one this run imported)."""
+    copies: dict[str, str] = field(default_factory=dict)
+    """Candidate API image id -> the id of the sample it is a copy of."""
+    screened: bool = True
+    fingerprints_computed: int = 0
+    """Target samples this run fingerprinted (those lacking ``simages_fingerprint``)."""
+    unreadable_samples: int = 0
+    """Target samples whose file could not be read: not fingerprinted, not screened against."""
+    run_key: str | None = None
+    """The FiftyOne run recording this import on the target (``None`` if nothing was created)."""
 
     @property
     def failed_downloads(self) -> int:
         return len(self.failed)
+
+    def summary(self) -> str:
+        return summary_line(
+            self.imported, self.skipped_duplicates, self.skipped_copies, self.failed_downloads
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,11 +128,32 @@ class ImportSimilarResult:
             "found": self.found,
             "imported": self.imported,
             "skipped_duplicates": self.skipped_duplicates,
+            "skipped_copies": self.skipped_copies,
+            "copies": dict(self.copies),
+            "screened": self.screened,
+            "fingerprints_computed": self.fingerprints_computed,
+            "unreadable_samples": self.unreadable_samples,
             "failed_downloads": self.failed_downloads,
             "failures": [f"{f.simages_id} ({redact_url(f.url)}): {f.reason}" for f in self.failed],
             "query_errors": list(self.query_errors),
             "new_dataset": self.new_dataset,
+            "summary": self.summary(),
         }
+
+
+def summary_line(imported: int, duplicates: int, copies: int, failed: int) -> str:
+    """``Imported 5; skipped: 7 copies of samples already in the dataset, 2 already imported``."""
+    skipped = []
+    if copies:
+        skipped.append(f"{copies} cop{'y' if copies == 1 else 'ies'} of samples already in the dataset")
+    if duplicates:
+        skipped.append(f"{duplicates} already imported")
+    line = f"Imported {imported}"
+    if skipped:
+        line += "; skipped: " + ", ".join(skipped)
+    if failed:
+        line += f"; {failed} download(s) failed"
+    return line
 
 
 @dataclass(frozen=True)
@@ -128,6 +183,14 @@ class ExpandResult:
     """A bounded sample of what failed (queries and downloads), as ``"<what>: <reason>"``."""
     stopped: str | None = None
     resumed: bool = False
+    skipped_copies: int = 0
+    """Candidates skipped as copies of samples already in the target (or of one this run imported)."""
+    copies: dict[str, str] = field(default_factory=dict)
+    """Candidate API image id -> the id of the sample it is a copy of (whole run)."""
+    screened: bool = True
+    fingerprints_computed: int = 0
+    """Target samples this call fingerprinted (those lacking ``simages_fingerprint``)."""
+    unreadable_samples: int = 0
 
     @property
     def complete(self) -> bool:
@@ -136,6 +199,8 @@ class ExpandResult:
     def summary(self) -> str:
         """One line saying how far the run got, for the App and logs."""
         head = f"{self.queries_done}/{self.queries_total} samples searched, {self.imported} imported"
+        if self.skipped_copies:
+            head += f"; skipped: {self.skipped_copies} cop{'y' if self.skipped_copies == 1 else 'ies'} of samples already in the dataset"
         if self.stopped == "cap":
             return f"{head}; stopped at the request cap after {self.requests_this_run} request(s): run again to continue"
         if self.stopped:
@@ -156,6 +221,11 @@ class ExpandResult:
             "found": self.found,
             "imported": self.imported,
             "skipped_duplicates": self.skipped_duplicates,
+            "skipped_copies": self.skipped_copies,
+            "copies": dict(self.copies),
+            "screened": self.screened,
+            "fingerprints_computed": self.fingerprints_computed,
+            "unreadable_samples": self.unreadable_samples,
             "failed_downloads": self.failed_downloads,
             "failed_queries": self.failed_queries,
             "errors": list(self.errors),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from simages_core import InvalidRequest, Query, encode_image
+from simages_core.identity import COPY_DISTANCE, check_threshold
 
 from ._downloads import DownloadPolicy
 
@@ -82,6 +83,23 @@ class SearchParams:
 
 
 @dataclass(frozen=True)
+class CopyOptions:
+    """What a search does about copies among its results (the find gallery, ``find_similar``)."""
+
+    collapse: bool = True
+    """Keep one result per group of near-duplicates, the others listed in its ``copies``."""
+    mark: bool = True
+    """Mark results that are copies of samples already in the dataset (``copy_of``)."""
+    threshold: int = COPY_DISTANCE
+
+
+def build_copy_options(
+    *, collapse: object = True, mark: object = True, threshold: object = COPY_DISTANCE
+) -> CopyOptions:
+    return CopyOptions(bool(collapse), bool(mark), check_copy_threshold(threshold))
+
+
+@dataclass(frozen=True)
 class ImportOptions:
     media_dir: str | None = None
     new_dataset_name: str | None = None
@@ -89,6 +107,10 @@ class ImportOptions:
     classes: frozenset[str] | None = None
     min_confidence: float = 0.0
     policy: DownloadPolicy = field(default_factory=DownloadPolicy)
+    screen_copies: bool = True
+    """Skip candidates that are copies (``simages_core.identity``) of target samples or of each other."""
+    copy_threshold: int = COPY_DISTANCE
+    """Fingerprint bits (of 64) two images may differ by and still be copies."""
 
 
 # --- the core's rules, named for the form ---------------------------------------------------------
@@ -222,8 +244,12 @@ def build_import_options(
     classes: object = None,
     min_confidence: object = 0.0,
     policy: DownloadPolicy | None = None,
+    screen_copies: object = True,
+    copy_threshold: object = COPY_DISTANCE,
 ) -> ImportOptions:
-    if new_dataset_name is not None and (not isinstance(new_dataset_name, str) or not new_dataset_name.strip()):
+    if new_dataset_name is not None and (
+        not isinstance(new_dataset_name, str) or not new_dataset_name.strip()
+    ):
         raise ParamError("new_dataset_name", "enter a name for the new dataset")
     name = new_dataset_name.strip() if isinstance(new_dataset_name, str) else None
     return ImportOptions(
@@ -235,7 +261,21 @@ def build_import_options(
         classes=check_classes(classes),
         min_confidence=check_min_confidence(min_confidence),
         policy=policy or DownloadPolicy(),
+        screen_copies=bool(screen_copies),
+        copy_threshold=check_copy_threshold(copy_threshold),
     )
+
+
+def check_copy_threshold(value: object) -> int:
+    """The core's rule (a whole number of bits from 0 to 64); ``10.0`` from a form is ``10``."""
+    if value is None:
+        return COPY_DISTANCE
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        return check_threshold(value)
+    except ValueError as exc:
+        raise ParamError("copy_threshold", str(exc)) from None
 
 
 def check_min_confidence(value: object) -> float:
@@ -319,7 +359,12 @@ def _whole(name: str, value: object, low: int, high: int | None) -> int:
     """A whole number within bounds (``10.0`` from a form is ``10``), else a ``ParamError`` naming it."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
         bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
         raise ParamError(name, f"{name} must be a whole number {bounds}, got {value!r}")
     return value

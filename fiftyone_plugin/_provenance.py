@@ -42,7 +42,9 @@ def record_run(result: ImportSimilarResult, params: SearchParams, options: Impor
     """Record the import as a FiftyOne run on the target dataset (provenance; readable later).
 
     The config holds what was asked (never the API key nor uploaded bytes), the results
-    hold the counts and failures; ``dataset.load_run_results(key)`` reads them back.
+    hold the counts, the copies skipped (candidate API id -> the sample it copies) and the
+    failures; ``dataset.load_run_results(key)`` reads them back. The operators and the Python
+    entry points both get here through ``iter_import``: one code path records every import.
     """
     if not fo.dataset_exists(result.dataset_name):
         return None  # a new dataset that received nothing was never created
@@ -60,6 +62,8 @@ def record_run(result: ImportSimilarResult, params: SearchParams, options: Impor
         classes=sorted(options.classes) if options.classes else None,
         min_confidence=options.min_confidence,
         media_dir=result.media_dir,
+        screen_copies=options.screen_copies,
+        copy_threshold=options.copy_threshold,
         tag=result.tag,
     )
     dataset.register_run(key, config)

@@ -14,12 +14,13 @@ from typing import Any
 import fiftyone.core.collections as foc
 
 from simages_core import SimilarImagesClient
+from simages_core.identity import COPY_DISTANCE
 
 from ._downloads import DownloadPolicy
 from ._expanding import iter_expand
 from ._importing import drain, iter_import
 from ._outcomes import ExpandResult, FindSimilarResult, ImportSimilarResult, Progress
-from ._params import build_expand_params, build_import_options, build_params
+from ._params import build_copy_options, build_expand_params, build_import_options, build_params
 from ._search import find_similar_with, make_client
 
 
@@ -44,6 +45,9 @@ def find_similar(
     sample_ids: Sequence[str] | str | None = None,
     num_similar: int = 10,
     labels: bool = False,
+    collapse_copies: bool = True,
+    mark_copies: bool = True,
+    copy_threshold: int = COPY_DISTANCE,
     api_key: str | None = None,
     api_url: str | None = None,
     client: SimilarImagesClient | None = None,
@@ -52,12 +56,16 @@ def find_similar(
 
     Exactly one of ``text``, ``url``, ``image``, ``sample_ids`` is given. Several samples are
     searched concurrently and their results merged by API image id. The dataset is not changed.
+    Results are compared by fingerprint (from their thumbnails): ``collapse_copies`` keeps one
+    per group of near-duplicates (``RankedImage.copies`` lists the others), ``mark_copies`` sets
+    ``RankedImage.copy_of`` to the id of a dataset sample the result is a copy of.
     """
     params = build_params(
         text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
     )
+    copies = build_copy_options(collapse=collapse_copies, mark=mark_copies, threshold=copy_threshold)
     with _client_for(client, api_key, api_url) as search_client:
-        return find_similar_with(search_client, dataset_or_view, params)
+        return find_similar_with(search_client, dataset_or_view, params, copies)
 
 
 def import_similar(
@@ -74,6 +82,8 @@ def import_similar(
     label_field: str = "detections",
     classes: Sequence[str] | None = None,
     min_confidence: float = 0.0,
+    screen_copies: bool = True,
+    copy_threshold: int = COPY_DISTANCE,
     api_key: str | None = None,
     api_url: str | None = None,
     client: SimilarImagesClient | None = None,
@@ -82,8 +92,12 @@ def import_similar(
 ) -> ImportSimilarResult:
     """Find similar images and add them as new samples (into this dataset or ``new_dataset_name``).
 
-    Files go to ``media_dir`` (default: a ``simages`` folder beside the dataset's media).
-    Images already imported (same API id or source URL) are skipped and counted.
+    Files go to ``media_dir`` (default: ``<fo.config.default_dataset_dir>/<dataset>/simages``,
+    never beside the dataset's own media). Images already imported (same API id or source URL)
+    are skipped and counted; with ``screen_copies`` (default) so are copies of the target's
+    samples and of each other (fingerprints within ``copy_threshold`` bits), the target's
+    samples being fingerprinted once into ``simages_fingerprint``. The run is recorded on the
+    target (``result.run_key``), as the operator records it.
     """
     params = build_params(
         text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
@@ -95,6 +109,8 @@ def import_similar(
         classes=classes,
         min_confidence=min_confidence,
         policy=policy,
+        screen_copies=screen_copies,
+        copy_threshold=copy_threshold,
     )
     with _client_for(client, api_key, api_url) as search_client:
         return drain(iter_import(search_client, dataset_or_view, params, options), progress)
@@ -111,6 +127,8 @@ def expand_dataset(
     label_field: str = "detections",
     classes: Sequence[str] | None = None,
     min_confidence: float = 0.0,
+    screen_copies: bool = True,
+    copy_threshold: int = COPY_DISTANCE,
     batch_size: int = 128,
     max_workers: int = 16,
     api_key: str | None = None,
@@ -122,7 +140,8 @@ def expand_dataset(
     """Search with every sample of the view (or dataset) and add up to ``per_sample`` similar images each.
 
     New images are deduplicated across the run and against the target (this dataset, or
-    ``new_dataset_name``) by API id and source URL, and added batch by batch with their files,
+    ``new_dataset_name``) by API id and source URL and, with ``screen_copies``, by fingerprint
+    (copies of the target's samples or of each other are skipped), and added batch by batch with their files,
     detections and provenance. The run is recorded on the dataset: called again with the same
     arguments (``max_requests``, ``batch_size`` and ``max_workers`` aside), it continues where an
     interrupted or capped run stopped. ``max_requests`` caps the requests this call sends.
@@ -141,6 +160,8 @@ def expand_dataset(
         classes=classes,
         min_confidence=min_confidence,
         policy=policy,
+        screen_copies=screen_copies,
+        copy_threshold=copy_threshold,
     )
     with (
         _client_for(client, api_key, api_url) as search_client,

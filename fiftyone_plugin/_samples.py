@@ -18,6 +18,7 @@ from simages_core.boxes import scale_box, to_fiftyone
 
 from ._outcomes import RankedImage
 from ._ranking import ClassFilter, kept_detections
+from ._screening import FINGERPRINT_FIELD
 
 PROVENANCE_FIELDS = (
     "simages_score",
@@ -81,8 +82,13 @@ def build_sample(
     *,
     size_bytes: int | None = None,
     mime_type: str | None = None,
+    fingerprint: str | None = None,
 ) -> fos.Sample:
-    """A new sample for a downloaded image, tagged with the run, with labels and provenance."""
+    """A new sample for a downloaded image, tagged with the run, with labels and provenance.
+
+    ``fingerprint`` (hex) is the one the run screened it with, stored so later runs screen
+    against this sample without reading its file again.
+    """
     image = ranked.image
     sample = fos.Sample(
         filepath=str(filepath),
@@ -102,6 +108,8 @@ def build_sample(
         simages_query=str(ranked.query),
         simages_query_time=spec.query_time,
     )
+    if fingerprint is not None:
+        sample[FINGERPRINT_FIELD] = fingerprint
     if spec.labels and image.detections is not None:
         sample[spec.label_field] = to_detections(image, width, height, spec.keep)
     return sample

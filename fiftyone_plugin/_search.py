@@ -18,11 +18,15 @@ from simages_core import (
     redact_url,
     resolve_api_key,
 )
+from simages_core.fetch import Fetcher
 
+from ._downloads import DownloadPolicy
 from ._outcomes import FindSimilarResult, QueryLabel
-from ._params import ParamError, SearchParams
+from ._params import CopyOptions, ParamError, SearchParams
 from ._ranking import merge_results
+from ._screening import mark_copies
 
+FIND_THUMBNAIL_WORKERS = 16
 SECRET_API_KEY = "SIMAGES_API_KEY"
 SECRET_API_URL = "SIMAGES_API_URL"
 HOW_TO_SET_PLUGIN_KEY = (
@@ -90,6 +94,22 @@ def run_search(client: SimilarImagesClient, planned: Sequence[tuple[QueryLabel, 
 
 
 def find_similar_with(
-    client: SimilarImagesClient, collection: foc.SampleCollection, params: SearchParams
+    client: SimilarImagesClient,
+    collection: foc.SampleCollection,
+    params: SearchParams,
+    copies: CopyOptions | None = None,
 ) -> FindSimilarResult:
-    return run_search(client, plan_queries(collection, params))
+    """Search and merge; then, unless ``copies`` turns it off, collapse near-duplicate results and
+    mark the copies of the dataset's samples (thumbnails fetched through the guarded fetch)."""
+    result = run_search(client, plan_queries(collection, params))
+    copies = copies or CopyOptions()
+    if not result.images or not (copies.collapse or copies.mark):
+        return result
+    with Fetcher(DownloadPolicy().fetch_policy(), pool_size=FIND_THUMBNAIL_WORKERS) as fetcher:
+        return mark_copies(
+            result,
+            collection._dataset if copies.mark else None,
+            fetcher,
+            collapse=copies.collapse,
+            threshold=copies.threshold,
+        )

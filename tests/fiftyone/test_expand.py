@@ -19,7 +19,9 @@ from fiftyone.operators.registry import OperatorRegistry
 
 import simages_fiftyone
 from simages_core import SimilarImagesClient
+from simages_core.identity import COPY_DISTANCE
 from simages_fiftyone import ExpandResult, ParamError, Progress
+from simages_fiftyone._importing import default_media_dir
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +84,9 @@ def test_expand_adds_every_answer_once_with_labels_and_provenance(server, api_en
     query_ids = set(dataset.values("id"))
     want = expected_images(server, api_env, files, 3)
     before = searches(server.log_path)
-    result = simages_fiftyone.expand_dataset(dataset, 3, media_dir=str(tmp_path / "media"), batch_size=3)
+    result = simages_fiftyone.expand_dataset(
+        dataset, 3, media_dir=str(tmp_path / "media"), batch_size=3, screen_copies=False
+    )
     assert isinstance(result, ExpandResult) and result.complete and result.stopped is None
     assert searches(server.log_path) - before == len(files) == result.requests_this_run
     got = imported_ids(dataset, result.tag)
@@ -101,7 +105,7 @@ def test_expand_adds_every_answer_once_with_labels_and_provenance(server, api_en
     assert sorted(os.listdir(tmp_path / "media")) == sorted(os.path.basename(p) for p in imported.values("filepath"))
 
     # The same call again: the run is complete, nothing is searched or imported.
-    again = simages_fiftyone.expand_dataset(dataset, 3, media_dir=str(tmp_path / "media"))
+    again = simages_fiftyone.expand_dataset(dataset, 3, media_dir=str(tmp_path / "media"), screen_copies=False)
     assert again.resumed and again.complete and again.requests_this_run == 0 and again.imported == result.imported
     assert searches(server.log_path) - before == len(files)
     assert len(dataset) == len(files) + len(want)
@@ -121,7 +125,13 @@ def test_an_interrupted_run_resumes_and_adds_every_item_exactly_once(server, api
 
     with pytest.raises(Interrupted):
         simages_fiftyone.expand_dataset(
-            dataset, 4, media_dir=media, batch_size=2, max_workers=2, progress=stop_after_two_batches
+            dataset,
+            4,
+            media_dir=media,
+            batch_size=2,
+            max_workers=2,
+            progress=stop_after_two_batches,
+            screen_copies=False,
         )
     run_keys = [k for k in dataset.list_runs() if k.startswith("simages_expand_")]
     assert len(run_keys) == 1
@@ -132,7 +142,9 @@ def test_an_interrupted_run_resumes_and_adds_every_item_exactly_once(server, api
     assert 0 < len(first) < len(want) and len(first) == len(set(first))
     sent_first = searches(server.log_path) - before
 
-    result = simages_fiftyone.expand_dataset(dataset, 4, media_dir=media, batch_size=2, max_workers=2)
+    result = simages_fiftyone.expand_dataset(
+        dataset, 4, media_dir=media, batch_size=2, max_workers=2, screen_copies=False
+    )
     assert result.resumed and result.complete and result.tag == tag
     assert result.requests_this_run == len(files) - 4  # only the samples not recorded as done
     assert searches(server.log_path) - before == sent_first + result.requests_this_run
@@ -146,13 +158,17 @@ def test_the_cap_stops_at_exactly_n_requests_and_a_higher_cap_continues(server, 
     dataset = make_dataset(*files)
     media = str(tmp_path / "media")
     before = searches(server.log_path)
-    capped = simages_fiftyone.expand_dataset(dataset, 2, media_dir=media, max_requests=5, batch_size=3)
+    capped = simages_fiftyone.expand_dataset(
+        dataset, 2, media_dir=media, max_requests=5, batch_size=3, screen_copies=False
+    )
     assert searches(server.log_path) - before == 5
     assert capped.stopped == "cap" and not capped.complete
     assert (capped.queries_done, capped.queries_total, capped.requests_this_run) == (5, len(files), 5)
     assert "stopped at the request cap" in capped.summary() and "5/8" in capped.summary()
 
-    rest = simages_fiftyone.expand_dataset(dataset, 2, media_dir=media, max_requests=100, batch_size=3)
+    rest = simages_fiftyone.expand_dataset(
+        dataset, 2, media_dir=media, max_requests=100, batch_size=3, screen_copies=False
+    )
     assert rest.complete and rest.requests_this_run == len(files) - 5
     assert searches(server.log_path) - before == len(files)
     got = imported_ids(dataset, capped.tag)
@@ -183,7 +199,13 @@ def test_a_failing_batch_is_rolled_back_alone_and_the_rerun_completes(server, ap
     view = dataset.match_tags("other-run", bool=False)
     with pytest.raises(ValueError, match="duplicate key"):
         simages_fiftyone.expand_dataset(
-            view, 3, media_dir=str(media), batch_size=2, max_workers=2, progress=concurrent_writer
+            view,
+            3,
+            media_dir=str(media),
+            batch_size=2,
+            max_workers=2,
+            progress=concurrent_writer,
+            screen_copies=False,
         )
     key = next(k for k in dataset.list_runs() if k.startswith("simages_expand_"))
     record = dataset.load_run_results(key, cache=False).serialize()
@@ -192,7 +214,9 @@ def test_a_failing_batch_is_rolled_back_alone_and_the_rerun_completes(server, ap
     assert len(record["done"]) == 2
     assert sorted(os.listdir(media)) == sorted(os.path.basename(p) for p in dataset.match_tags(record["tag"]).values("filepath"))
 
-    result = simages_fiftyone.expand_dataset(view, 3, media_dir=str(media), batch_size=2, max_workers=2)
+    result = simages_fiftyone.expand_dataset(
+        view, 3, media_dir=str(media), batch_size=2, max_workers=2, screen_copies=False
+    )
     assert result.resumed and result.complete and result.requests_this_run == 2
     got = imported_ids(dataset, record["tag"])
     assert Counter(got) == Counter(set().union(*answers) - {second_only[0]})
@@ -213,12 +237,12 @@ def test_an_exhausted_quota_stops_the_run_and_says_why(api_env, make_dataset, fi
 
 def test_samples_imported_by_the_run_are_never_queries(server, api_env, make_dataset, files, tmp_path):
     dataset = make_dataset(*files[:3])
-    first = simages_fiftyone.expand_dataset(dataset, 2, media_dir=str(tmp_path / "m"))
+    first = simages_fiftyone.expand_dataset(dataset, 2, media_dir=str(tmp_path / "m"), screen_copies=False)
     assert first.queries_total == 3 and first.imported > 0
     new_sample = fo.Sample(filepath=str(api_env.images_dir / files[3]))
     dataset.add_sample(new_sample)  # the dataset grows: a re-run searches only the new sample
     before = searches(server.log_path)
-    more = simages_fiftyone.expand_dataset(dataset, 2, media_dir=str(tmp_path / "m"))
+    more = simages_fiftyone.expand_dataset(dataset, 2, media_dir=str(tmp_path / "m"), screen_copies=False)
     assert more.queries_total == 4 and more.requests_this_run == 1 == searches(server.log_path) - before
 
 
@@ -232,6 +256,9 @@ def test_samples_imported_by_the_run_are_never_queries(server, api_env, make_dat
         ({"batch_size": 0}, "batch_size"),
         ({"max_workers": 1000}, "max_workers must be a whole number from 1 to 64"),
         ({"label_field": "simages_id"}, "reserved"),
+        ({"copy_threshold": 65}, "copy_threshold: copy threshold must be a whole number of bits from 0 to 64"),
+        ({"copy_threshold": -1}, "copy_threshold"),
+        ({"copy_threshold": 2.5}, "copy_threshold"),
     ],
 )
 def test_bad_arguments_name_what_is_wrong(api_env, make_dataset, kwargs, message):
@@ -250,7 +277,11 @@ def test_form_shows_the_budget_before_running(server, api_env, make_dataset, fil
     dataset = make_dataset(*files)
     props = form(dataset, {"per_sample": 3})
     assert props["per_sample"]["default"] == 5 and props["labels"]["default"] is True
-    assert {"max_requests", "label_field", "target", "media_dir", "delegate"} <= set(props)
+    assert {"max_requests", "label_field", "target", "media_dir", "delegate", "screen_copies", "copy_threshold"} <= set(
+        props
+    )
+    assert props["screen_copies"]["default"] is True and props["copy_threshold"]["default"] == COPY_DISTANCE
+    assert default_media_dir(dataset.name) in props["media_dir"]["view"]["description"]
     notice = props["budget"]["view"]["label"]
     assert f"{len(files)} request(s)" in notice and "beyond today's 100 free" in notice
     capped = form(dataset, {"per_sample": 3, "max_requests": 2})["budget"]["view"]["label"]
@@ -264,7 +295,7 @@ def test_operator_runs_immediately_and_delegated(server, api_env, make_dataset, 
     from fiftyone.operators.delegated import DelegatedOperationService
 
     dataset = make_dataset(*files[:2])
-    params = {"per_sample": 2, "media_dir": str(tmp_path / "m")}
+    params = {"per_sample": 2, "media_dir": str(tmp_path / "m"), "screen_copies": False}
     foo.execute_operator(EXPAND_URI, ctx={"dataset": dataset.name, "params": params})
     dataset.reload()
     key = next(k for k in dataset.list_runs() if k.startswith("simages_expand_"))

@@ -69,7 +69,7 @@ def test_find_output_is_a_grid_of_captioned_thumbnails_and_the_import_button(api
     from simages_fiftyone._forms import GALLERY_COLUMNS, find_output
 
     dataset = make_dataset("chelsea.jpg")
-    result = find_similar(dataset, text="a cat", num_similar=3, labels=True)
+    result = find_similar(dataset, text="a cat", num_similar=3, labels=True, collapse_copies=False)
     query = {"source": "text", "text": "a cat", "num_similar": 3, "labels": True}
     outputs, values = find_output(result, query, IMPORT_URI)
     props = outputs.to_json()["properties"]
@@ -80,7 +80,9 @@ def test_find_output_is_a_grid_of_captioned_thumbnails_and_the_import_button(api
     first = result.images[0]
     assert cells["image_1"]["view"]["name"] == "ImageView"
     assert cells["image_1"]["view"]["label"] == f"#1 score {first.score:.3f}"
-    assert cells["image_1"]["view"]["description"].startswith("cat ")
+    # The dataset's own photo is what "a cat" finds first: the cell says so, then the classes.
+    assert first.copy_of == dataset.first().id
+    assert cells["image_1"]["view"]["description"].startswith(f"copy of sample {first.copy_of} · cat ")
     assert values["thumbnails"]["image_1"] == first.image.thumbnail_url and values["count"] == 3
     button = props["import_button"]["view"]
     assert button["operator"] == IMPORT_URI and button["params"] == query and button["prompt"] is True

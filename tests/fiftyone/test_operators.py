@@ -39,10 +39,10 @@ def test_find_similar_by_text_returns_gallery_and_leaves_dataset(api_env, make_d
         FIND_URI,
         ctx={
             "dataset": dataset.name,
-            "params": {"source": "text", "text": "cat", "num_similar": 5, "labels": True},
+            "params": {"source": "text", "text": "cat", "num_similar": 5, "labels": True, "collapse_copies": False},
         },
     ).result
-    assert result["count"] == 5
+    assert result["count"] == 5 and result["copies_collapsed"] is False
     assert result["results"][0]["classes"] == ["cat"]
     assert [r["rank"] for r in result["results"]] == [1, 2, 3, 4, 5]
     scores = [r["score"] for r in result["results"]]
@@ -56,12 +56,13 @@ def test_import_selected_samples_with_labels_matches_coco_boxes(api_env, make_da
     dataset = make_dataset("chelsea.jpg", "coffee.jpg")
     ids = dataset.values("id")
     media = tmp_path / "media"
+    # Screening off: the boxes of the dataset's own photos (copies) are what is compared here.
     counts = run_import(
         dataset,
-        {"source": "selected", "num_similar": 3, "labels": True, "media_dir": str(media)},
+        {"source": "selected", "num_similar": 3, "labels": True, "media_dir": str(media), "screen_copies": False},
         selected=ids,
     )
-    assert counts["imported"] == counts["found"] > 0
+    assert counts["imported"] == counts["found"] > 0 and counts["screened"] is False
     assert counts["skipped_duplicates"] == 0 and counts["failed_downloads"] == 0
     imported = dataset.match_tags(counts["tag"])
     assert len(imported) == counts["imported"]
@@ -99,6 +100,7 @@ def test_import_by_url_without_labels_then_rerun_skips_everything(api_env, make_
         "num_similar": 4,
         "labels": False,
         "media_dir": str(tmp_path / "m"),
+        "screen_copies": False,  # dedup by API id and URL is what this test is about
     }
     first = run_import(dataset, params)
     assert first["imported"] == 4 and first["skipped_duplicates"] == 0
@@ -137,7 +139,11 @@ def test_import_text_into_new_dataset_with_class_filter(api_env, make_dataset, c
     assert len(dataset) == 1  # the current dataset is untouched
     new = fo.load_dataset(new_name)
     assert counts["dataset_name"] == new_name and counts["new_dataset"] is True
-    assert len(new) == counts["imported"] == 3
+    # The answers include copies of one photo (resized, recompressed...): the first is imported,
+    # the others are skipped as copies of its new sample.
+    assert counts["found"] == 3 and len(new) == counts["imported"] == 3 - counts["skipped_copies"] < 3
+    assert set(counts["copies"].values()) <= set(new.values("id"))
+    assert new.first().simages_fingerprint
     labels = {d.label for s in new for d in (s.found.detections if s.found else [])}
     assert labels == {"cup"}  # spoons filtered out
     assert set(new.values("simages_query")) == {"text:espresso cup with a spoon"}
@@ -155,15 +161,33 @@ def test_import_uploaded_image_and_current_sample(api_env, make_dataset, tmp_pat
     files = {r.id: r.file for r in api_env.records()}
     assert files[top.simages_id].startswith("astronaut") and top.simages_query == "upload:astro.jpg"
     assert [d.label for d in top.detections.detections] == ["person"]
+    assert counts["imported"] == 1 and counts["skipped_copies"] == 1  # the second answer copies the first
 
+    # The sample open in the modal finds itself and its copies: nothing is imported, all are copies of it.
     clock_id = dataset.match({"filepath": str(api_env.images_dir / "clock.jpg")}).first().id
     counts = run_import(
         dataset,
         {"source": "current_sample", "num_similar": 2, "labels": True, "media_dir": str(tmp_path)},
         current_sample=clock_id,
     )
+    assert counts["imported"] == 0 and counts["skipped_copies"] == 2 == counts["found"]
+    assert set(counts["copies"].values()) == {clock_id}
+    assert all(files[i].startswith("clock") for i in counts["copies"])
+    assert "skipped: 2 copies of samples already in the dataset" in counts["summary"]
+
+    counts = run_import(
+        dataset,
+        {
+            "source": "current_sample",
+            "num_similar": 2,
+            "labels": True,
+            "media_dir": str(tmp_path),
+            "screen_copies": False,
+        },
+        current_sample=clock_id,
+    )
     samples = dataset.match_tags(counts["tag"])
-    assert set(samples.values("simages_query")) == {f"sample:{clock_id}"}
+    assert set(samples.values("simages_query")) == {f"sample:{clock_id}"} and counts["imported"] == 2
     assert all(files[i].startswith("clock") for i in samples.values("simages_id"))
 
 
@@ -174,7 +198,7 @@ def test_find_similar_merges_selected_samples(api_env, make_dataset):
         FIND_URI,
         ctx={
             "dataset": dataset.name,
-            "params": {"source": "selected", "num_similar": 4, "import_results": True},
+            "params": {"source": "selected", "num_similar": 4, "import_results": True, "collapse_copies": False},
             "selected": ids,
         },
     ).result
@@ -187,7 +211,13 @@ def test_delegated_import_runs_in_process(api_env, make_dataset, tmp_path):
     from fiftyone.operators.delegated import DelegatedOperationService
 
     dataset = make_dataset("motorcycle_left.jpg")
-    params = {"source": "text", "text": "motorcycle", "num_similar": 3, "media_dir": str(tmp_path)}
+    params = {
+        "source": "text",
+        "text": "motorcycle",
+        "num_similar": 3,
+        "media_dir": str(tmp_path),
+        "screen_copies": False,  # the dataset's photo is what the text finds: counted apart in test_screening
+    }
     queued = foo.execute_operator(
         IMPORT_URI, ctx={"dataset": dataset.name, "params": params, "request_delegation": True}
     )
@@ -241,13 +271,15 @@ def test_python_find_similar_with_an_image_path_and_typed_result(api_env, make_d
 
     dataset = make_dataset("coffee.jpg")
     result = simages_fiftyone.find_similar(
-        dataset, image=api_env.images_dir / "coffee.jpg", num_similar=3, labels=True
+        dataset, image=api_env.images_dir / "coffee.jpg", num_similar=3, labels=True, collapse_copies=False
     )
     assert isinstance(result, simages_fiftyone.FindSimilarResult) and len(result) == 3
     top = result.images[0]
     files = {r.id: r.file for r in api_env.records()}
     assert files[top.image.id].startswith("coffee") and str(top.query) == "upload:coffee.jpg"
     assert sorted(d.name for d in top.image.detections) == ["cup", "spoon"]
-    assert len(dataset) == 1
+    # Not collapsed, still compared with the dataset: all three are copies of its one sample.
+    assert {r.copy_of for r in result.images} == {dataset.first().id} and not top.copies
+    assert len(dataset) == 1 and "simages_fingerprint" not in dataset.get_field_schema()
     with pytest.raises(simages_fiftyone.ParamError, match="exactly one"):
         simages_fiftyone.find_similar(dataset, text="cat", url="http://example.com/a.jpg")

@@ -1,0 +1,293 @@
+"""Screening candidates against the target dataset: its samples' fingerprints and the copies among new images.
+
+The fingerprints of the target's samples live in one field (``simages_fingerprint``, the core's
+hex form), computed once for the samples lacking it; nothing else on a sample is written. A
+candidate is fingerprinted from its thumbnail before its full image is downloaded (from the file
+once downloaded when the thumbnail cannot be read), then checked against the target and against
+what the same run already accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import fiftyone as fo
+from PIL import Image, ImageOps
+
+from simages_core import SearchResult, SimilarImage
+from simages_core.fetch import Fetcher
+from simages_core.identity import (
+    COPY_DISTANCE,
+    CopyIndex,
+    Fingerprint,
+    FingerprintCache,
+    FingerprintError,
+    collapse_copies,
+    fingerprint_image,
+    fingerprint_results,
+)
+
+from ._outcomes import FindSimilarResult, Progress
+
+FINGERPRINT_FIELD = "simages_fingerprint"
+FINGERPRINT_BATCH = 256
+"""Samples fingerprinted per batch: each batch is written with one ``set_values`` and reported."""
+FINGERPRINT_WORKERS = 8
+_DRAFT_SIDE = 256
+"""A JPEG is decoded at the smallest DCT scale still this large: a 32x32 hash needs no more."""
+
+
+def file_fingerprint(path: str | Path) -> Fingerprint | None:
+    """The fingerprint of a local image file, or ``None`` when it cannot be read as one.
+
+    Large JPEGs are decoded at reduced scale (``draft``): the hash is taken from 32x32 pixels, and
+    a dataset of 12 MP photos would otherwise spend most of its time in full decodes.
+    """
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (_DRAFT_SIDE, _DRAFT_SIDE))
+            img.load()
+            upright = ImageOps.exif_transpose(img) or img
+            return fingerprint_image(upright)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # missing, unreadable, truncated or not an image: counted by the caller
+
+
+@dataclass(frozen=True)
+class TargetFingerprints:
+    """The target's fingerprints by sample id, and what this run had to compute to get them."""
+
+    index: CopyIndex
+    computed: int = 0
+    """Samples fingerprinted by this run (the others had the field already)."""
+    unreadable: int = 0
+    """Samples whose file could not be read: they get no fingerprint and are not screened against."""
+
+
+def iter_target_fingerprints(
+    dataset: fo.Dataset | None,
+    threshold: int,
+    *,
+    span: tuple[float, float] = (0.0, 1.0),
+    max_workers: int = FINGERPRINT_WORKERS,
+    batch_size: int = FINGERPRINT_BATCH,
+) -> Generator[Progress, None, TargetFingerprints]:
+    """Fingerprint the samples of ``dataset`` lacking one (stored in ``simages_fingerprint``), in batches.
+
+    Yields ``Progress`` within ``span`` after each batch and returns every fingerprint in a
+    ``CopyIndex`` keyed by sample id. Only that field is written, and only on samples that lacked
+    it (or held something that is not a fingerprint).
+    """
+    index = CopyIndex(threshold)
+    if dataset is None or not len(dataset):
+        return TargetFingerprints(index)
+    if dataset.has_sample_field(FINGERPRINT_FIELD):
+        ids, paths, stored = dataset.values(["id", "filepath", FINGERPRINT_FIELD])
+    else:
+        ids, paths = dataset.values(["id", "filepath"])
+        stored = [None] * len(ids)
+    missing: list[tuple[str, str]] = []
+    for sample_id, path, text in zip(ids, paths, stored, strict=True):
+        fp = _parse(text)
+        if fp is None:
+            missing.append((sample_id, path))
+        else:
+            index.add(sample_id, fp)
+    if not missing:
+        return TargetFingerprints(index)
+    low, high = span
+    computed = unreadable = 0
+    yield Progress(low, f"Fingerprinting {len(missing)} sample(s) of {dataset.name!r}")
+    with ThreadPoolExecutor(max(1, min(max_workers, len(missing))), thread_name_prefix="simages-fp") as pool:
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            prints = list(pool.map(file_fingerprint, [path for _, path in chunk]))
+            found = {
+                sample_id: fp for (sample_id, _), fp in zip(chunk, prints, strict=True) if fp is not None
+            }
+            if found:
+                dataset.set_values(
+                    FINGERPRINT_FIELD, {k: fp.to_hex() for k, fp in found.items()}, key_field="id"
+                )
+            for sample_id, fp in found.items():
+                index.add(sample_id, fp)
+            computed += len(found)
+            unreadable += len(chunk) - len(found)
+            done = start + len(chunk)
+            yield Progress(
+                low + (high - low) * done / len(missing), f"Fingerprinted {done}/{len(missing)} samples"
+            )
+    return TargetFingerprints(index, computed, unreadable)
+
+
+def _parse(text: object) -> Fingerprint | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return Fingerprint.from_hex(text)
+    except FingerprintError:
+        return None  # not ours (or an older form): computed again
+
+
+@dataclass(frozen=True)
+class CopyVerdict:
+    """A candidate that is a copy: of a target sample (``sample_id``), or of an image this run accepted."""
+
+    sample_id: str | None = None
+    image_id: str | None = None
+    distance: int = 0
+
+
+class CopyScreen:
+    """Decides candidate by candidate, in the caller's order (one thread), which ones are copies.
+
+    A candidate is a copy when its fingerprint is within the threshold of a target sample's or of a
+    candidate this run accepted before it; otherwise it is accepted, and later copies of it are
+    caught. Accepted candidates become target samples once added (``added``).
+    """
+
+    def __init__(self, target: CopyIndex) -> None:
+        self.target = target
+        self.threshold = target.threshold
+        self._accepted = CopyIndex(target.threshold)
+
+    def check(self, image_id: str, fp: Fingerprint) -> CopyVerdict | None:
+        """``None`` (and the candidate is accepted), or what it is a copy of."""
+        match = self.target.find(fp)
+        if match is not None:
+            return CopyVerdict(sample_id=match.key, distance=match.distance)
+        match = self._accepted.find(fp)
+        if match is not None:
+            return CopyVerdict(image_id=match.key, distance=match.distance)
+        self._accepted.add(image_id, fp)
+        return None
+
+    def added(self, sample_ids: Mapping[str, str], prints: Mapping[str, Fingerprint]) -> None:
+        """Accepted candidates that went in (API image id -> new sample id) are target samples now.
+
+        The run's own index starts again empty: what is in the target is found there.
+        """
+        for image_id, sample_id in sample_ids.items():
+            fp = prints.get(image_id)
+            if fp is not None:
+                self.target.add(sample_id, fp)
+        self._accepted = CopyIndex(self.threshold)
+
+
+class ThumbnailPrints:
+    """Thumbnail fingerprints of search results, fetched in the background as each search answers.
+
+    ``start`` is called when a search finishes (a future's callback), so the thumbnails of one batch
+    are fetched while the rest of it is still searching, on the run's shared ``Fetcher``; ``take``
+    waits for one image's fingerprint when the batch is screened. One task per answer, each fetching
+    that answer's thumbnails concurrently (``fingerprint_results``).
+    """
+
+    def __init__(self, fetcher: Fetcher, workers: int) -> None:
+        self._fetcher = fetcher
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="simages-thumbs")
+        self._cache = FingerprintCache(50_000)
+        self._lock = threading.Lock()
+        self._pending: dict[str, Future[dict[str, Fingerprint]]] = {}
+
+    def start(self, images: Sequence[SimilarImage]) -> None:
+        with self._lock:
+            todo = [image for image in images if image.id not in self._pending]
+            if not todo:
+                return
+            future = self._pool.submit(
+                fingerprint_results, todo, self._fetcher, cache=self._cache, max_workers=len(todo)
+            )
+            for image in todo:
+                self._pending[image.id] = future
+
+    def take(self, image_id: str) -> Fingerprint | None:
+        """The image's thumbnail fingerprint (waiting for it), or ``None`` if it has none."""
+        with self._lock:
+            future = self._pending.pop(image_id, None)
+        return future.result().get(image_id) if future is not None else None
+
+    def forget(self, image_ids: Iterable[str]) -> None:
+        """Images that need no screening after all (duplicates): their entries are dropped."""
+        with self._lock:
+            for image_id in image_ids:
+                self._pending.pop(image_id, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- find results -------------------------------------------------------------------------------
+
+FIND_FINGERPRINT_LIMIT = 2_000
+"""Samples a search fingerprints in memory when they have no stored fingerprint (a search writes nothing)."""
+
+
+def dataset_fingerprints(
+    dataset: fo.Dataset, threshold: int, compute_limit: int = FIND_FINGERPRINT_LIMIT
+) -> tuple[CopyIndex, int]:
+    """The dataset's fingerprints without writing anything: stored ones, and up to ``compute_limit``
+    missing ones computed in memory. Returns the index and how many samples have none."""
+    index = CopyIndex(threshold)
+    if not len(dataset):
+        return index, 0
+    if dataset.has_sample_field(FINGERPRINT_FIELD):
+        ids, paths, stored = dataset.values(["id", "filepath", FINGERPRINT_FIELD])
+    else:
+        ids, paths = dataset.values(["id", "filepath"])
+        stored = [None] * len(ids)
+    missing = []
+    for sample_id, path, text in zip(ids, paths, stored, strict=True):
+        fp = _parse(text)
+        if fp is None:
+            missing.append((sample_id, path))
+        else:
+            index.add(sample_id, fp)
+    todo = missing[:compute_limit]
+    if todo:
+        with ThreadPoolExecutor(min(FINGERPRINT_WORKERS, len(todo)), thread_name_prefix="simages-fp") as pool:
+            for (sample_id, _), fp in zip(
+                todo, pool.map(file_fingerprint, [p for _, p in todo]), strict=True
+            ):
+                if fp is not None:
+                    index.add(sample_id, fp)
+    return index, len(ids) - len(index)
+
+
+def mark_copies(
+    result: FindSimilarResult,
+    dataset: fo.Dataset | None,
+    fetcher: Fetcher,
+    *,
+    collapse: bool = True,
+    threshold: int = COPY_DISTANCE,
+) -> FindSimilarResult:
+    """Results compared by fingerprint (from their thumbnails): near-duplicates collapsed into the
+    best-scored one (``copies``, when ``collapse``) and copies of the dataset's samples marked
+    (``copy_of``, unless ``dataset`` is ``None``). A result whose thumbnail cannot be read is left
+    as it is."""
+    prints = fingerprint_results([r.image for r in result.images], fetcher, max_workers=16)
+    ranked = list(result.images)
+    if collapse:
+        collapsed = collapse_copies(SearchResult(images=tuple(r.image for r in ranked)), prints, threshold)
+        by_id = {r.image.id: r for r in ranked}
+        ranked = [
+            dataclasses.replace(by_id[image.id], image=image, rank=rank)
+            for rank, image in enumerate(collapsed.images, start=1)
+        ]
+    if dataset is None:
+        return dataclasses.replace(result, images=tuple(ranked), copies_collapsed=collapse)
+    index, unscreened = dataset_fingerprints(dataset, threshold)
+    marked = []
+    for r in ranked:
+        fp = prints.get(r.image.id)
+        match = index.find(fp) if fp is not None else None
+        marked.append(dataclasses.replace(r, copy_of=match.key) if match is not None else r)
+    return dataclasses.replace(
+        result, images=tuple(marked), copies_collapsed=collapse, screened=True, unscreened_samples=unscreened
+    )
