@@ -1,8 +1,8 @@
 """simages_core: the Similar Images API (simages.info) as typed Python, shared by every integration.
 
 Public API; implementation modules are private (``_client``, ``_models``, ...);
-``protocol`` (the wire contract shared with the local server), ``boxes``, ``coco`` and ``fetch`` (the
-one guarded way to download a URL) are public modules.
+``protocol`` (the wire contract shared with the local server), ``boxes``, ``coco``, ``fetch`` (the
+one guarded way to download a URL) and ``identity`` (is an image a copy of one we have?) are public modules.
 """
 
 from importlib.metadata import PackageNotFoundError
@@ -39,9 +39,21 @@ from ._models import Box, Detection, SearchResult, SimilarImage
 from ._query import BatchItem, Query
 from ._usage import DailyUsage, UsageLedger
 from .fetch import FetchError, FetchPolicy, redact_url
+from .identity import (
+    COPY_DISTANCE,
+    CopyIndex,
+    CopyMatch,
+    Fingerprint,
+    FingerprintCache,
+    FingerprintError,
+    ThumbnailFingerprints,
+    fingerprint,
+    fingerprint_results,
+)
 from .protocol import DEFAULT_API_URL, LABELS_COCO_YOLOV7, MAX_NUM_SIMILAR, SearchRequest
 
 __all__ = [
+    "COPY_DISTANCE",
     "DEFAULT_API_URL",
     "FREE_REQUESTS_PER_DAY",
     "HOW_TO_SET_KEY",
@@ -51,12 +63,17 @@ __all__ = [
     "BatchItem",
     "Box",
     "ConnectError",
+    "CopyIndex",
+    "CopyMatch",
     "DailyUsage",
     "DecodingError",
     "Detection",
     "EncodedImage",
     "FetchError",
     "FetchPolicy",
+    "Fingerprint",
+    "FingerprintCache",
+    "FingerprintError",
     "ImageEncodingError",
     "InvalidApiKey",
     "InvalidRequest",
@@ -75,12 +92,15 @@ __all__ = [
     "SimilarImage",
     "SimilarImagesClient",
     "SimilarImagesError",
+    "ThumbnailFingerprints",
     "Timeouts",
     "TransportError",
     "UsageLedger",
     "__version__",
     "budget_for",
     "encode_image",
+    "fingerprint",
+    "fingerprint_results",
     "open_image",
     "redact_url",
     "resolve_api_key",

@@ -1,12 +1,13 @@
 """Image identity: is this image a copy of one we already have?
 
-A *copy* is the same photo after resizing, recompression, a light crop, a colour shift, a
-watermark, an EXIF rotation or a left-right mirror; a *different photo of the same subject* is
-not a copy. The fingerprint is ImageHash's perceptual hash (DCT of a 32×32 grey image, 64 bits)
-of the upright image (EXIF applied) and of its mirror, so a mirrored copy is a copy too: a
-mirrored photo in a training set leaks across its splits as surely as the original (mirroring
-is the commonest augmentation). Why this hash and this threshold, with the measured figures:
-DESIGN.md, "Image identity".
+A *copy* is the same photo after resizing, recompression, a crop of up to a tenth a side, a colour
+shift, a watermark, an EXIF rotation or a left-right mirror; a *different photo of the same
+subject* is not a copy. The fingerprint is ImageHash's perceptual hash (pHash: DCT of a 32×32
+grey image, 64 bits) of the upright image (EXIF applied) and of eleven crops of it (``CROPS``),
+each also mirrored: a cropped copy's whole-image hash meets the original's nearest crop, and a
+mirrored copy is a copy too, since a mirrored photo in a training set leaks across its splits as
+surely as the original (mirroring is the commonest augmentation). Why this hash, these crops and
+this threshold, with the measured figures: DESIGN.md, "Image identity" (``bench/bench_identity.py``).
 
 It is computed from the smallest image that works: the API's ``thumbnail_url`` when there is one,
 so a copy is recognised before its full image is downloaded (``fingerprint_results``).
@@ -14,32 +15,47 @@ so a copy is recognised before its full image is downloaded (``fingerprint_resul
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from ._encoding import ImageSource, open_image
-from ._exceptions import ImageEncodingError
+from ._encoding import DEFAULT_MAX_PIXELS, ImageSource, _load, _to_rgb
 from ._models import SearchResult, SimilarImage
 
-if TYPE_CHECKING:
-    from .fetch import Fetcher
-
-logger = logging.getLogger("simages_core")
-
-COPY_DISTANCE = 10
+COPY_DISTANCE = 12
 """Default threshold: two fingerprints at most this many bits apart (of 64) are copies.
 Measured by ``bench/bench_identity.py``; see DESIGN.md, "Image identity"."""
 
 HASH_BITS = 64
-_HEX_DIGITS = HASH_BITS // 4
+"""Bits of one hash; a threshold is a number of these bits."""
+
+CROPS: tuple[tuple[float, float, float, float], ...] = (
+    (0.0, 0.0, 0.0, 0.0),  # the whole image: always first
+    (0.05, 0.05, 0.05, 0.05),
+    (0.1, 0.1, 0.1, 0.1),
+    (0.1, 0.1, 0.0, 0.0),
+    (0.0, 0.1, 0.1, 0.0),
+    (0.1, 0.0, 0.0, 0.1),
+    (0.0, 0.0, 0.1, 0.1),
+    (0.1, 0.0, 0.0, 0.0),
+    (0.0, 0.1, 0.0, 0.0),
+    (0.0, 0.0, 0.1, 0.0),
+    (0.0, 0.0, 0.0, 0.1),
+)
+"""Fractions cut from the (left, top, right, bottom) of the image for each hash. Symmetric left↔right,
+so the mirror of a crop is another crop's mirror hash. Measured against denser and sparser sets:
+DESIGN.md, "Image identity"."""
+
+HASH_SIDE = 128
+"""Images are shrunk to this longest side before hashing, so a full image and its 256 px thumbnail
+are hashed from nearly the same pixels and the cost does not depend on the file (measured as good
+as 256 px, and 1.6x faster)."""
+_HASH_INPUT = 32  # ImageHash's pHash reads a 32×32 grey image (hash_size 8 × highfreq_factor 4)
+_PART_DIGITS = HASH_BITS // 4
+_MASK = (1 << HASH_BITS) - 1
 
 
 class FingerprintError(ValueError):
@@ -48,33 +64,66 @@ class FingerprintError(ValueError):
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """Perceptual hashes of an upright image and of its left-right mirror."""
+    """Perceptual hashes of an upright image's crops (``CROPS``, whole image first) and of their mirrors.
+
+    ``upright`` and ``mirrored`` each hold one 64-bit hash per crop, the whole image's in the
+    highest bits. Store it with ``to_hex``; never assume its length.
+    """
 
     upright: int
     mirrored: int
 
     def to_hex(self) -> str:
-        """32 hex digits: how a fingerprint is stored (a FiftyOne field, a manifest, a cache)."""
-        return f"{self.upright:0{_HEX_DIGITS}x}{self.mirrored:0{_HEX_DIGITS}x}"
+        """How a fingerprint is stored (a FiftyOne field, a manifest, a cache): hex digits."""
+        digits = _PART_DIGITS * len(CROPS)
+        return f"{self.upright:0{digits}x}{self.mirrored:0{digits}x}"
 
     @classmethod
     def from_hex(cls, text: str) -> Fingerprint:
-        if not isinstance(text, str) or len(text) != 2 * _HEX_DIGITS:
-            raise FingerprintError(f"a fingerprint is {2 * _HEX_DIGITS} hex digits, not {text!r}")
-        try:
-            return cls(int(text[:_HEX_DIGITS], 16), int(text[_HEX_DIGITS:], 16))
-        except ValueError:
-            raise FingerprintError(f"a fingerprint is {2 * _HEX_DIGITS} hex digits, not {text!r}") from None
+        """Read ``to_hex``'s form; anything else (including an older length) raises ``FingerprintError``."""
+        digits = _PART_DIGITS * len(CROPS)
+        if not isinstance(text, str) or len(text) != 2 * digits or not _is_hex(text):
+            shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:77] + "..."
+            raise FingerprintError(f"a fingerprint is {2 * digits} hex digits, not {shown}")
+        return cls(int(text[:digits], 16), int(text[digits:], 16))
+
+    def parts(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The 64-bit hashes, crop by crop: (upright, mirrored)."""
+        return _split(self.upright), _split(self.mirrored)
 
     def distance(self, other: Fingerprint) -> int:
-        """Bits apart, mirror or not: the smaller of upright↔upright and upright↔mirrored."""
-        return min((self.upright ^ other.upright).bit_count(), (self.upright ^ other.mirrored).bit_count())
+        """Bits apart, the smallest over: either image whole against the other's crops, mirrored or not."""
+        mine, theirs = self.parts(), other.parts()
+        return min(
+            _nearest(mine[0][0], theirs[0] + theirs[1]),
+            _nearest(theirs[0][0], mine[0] + mine[1]),
+        )
 
     def is_copy_of(self, other: Fingerprint, threshold: int = COPY_DISTANCE) -> bool:
         return self.distance(other) <= threshold
 
     def __str__(self) -> str:
         return self.to_hex()
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _split(value: int) -> tuple[int, ...]:
+    count = len(CROPS)
+    return tuple((value >> (HASH_BITS * (count - 1 - i))) & _MASK for i in range(count))
+
+
+def _join(parts: Iterable[int]) -> int:
+    value = 0
+    for part in parts:
+        value = (value << HASH_BITS) | part
+    return value
+
+
+def _nearest(whole: int, hashes: Iterable[int]) -> int:
+    return min((whole ^ h).bit_count() for h in hashes)
 
 
 def check_threshold(threshold: int) -> int:
@@ -91,27 +140,41 @@ def fingerprint_image(image: Image.Image) -> Fingerprint:
     import imagehash  # imported here: it pulls in scipy, which only callers that fingerprint need
 
     grey = image.convert("L")
-    upright = imagehash.phash(grey)
-    mirrored = imagehash.phash(ImageOps.mirror(grey))
-    return Fingerprint(_as_int(upright.hash), _as_int(mirrored.hash))
+    if max(grey.size) > HASH_SIDE:
+        grey = grey.copy()
+        grey.thumbnail((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    width, height = grey.size
+    upright, mirrored = [], []
+    for left, top, right, bottom in CROPS:
+        box = (
+            round(width * left),
+            round(height * top),
+            round(width * (1 - right)),
+            round(height * (1 - bottom)),
+        )
+        # Shrunk here once, so phash's own resize to 32×32 is a no-op and the mirror reuses it.
+        small = grey.crop(box).resize((_HASH_INPUT, _HASH_INPUT), Image.Resampling.LANCZOS)
+        upright.append(_as_int(imagehash.phash(small).hash))
+        mirrored.append(_as_int(imagehash.phash(ImageOps.mirror(small)).hash))
+    return Fingerprint(_join(upright), _join(mirrored))
 
 
 def fingerprint(source: ImageSource) -> Fingerprint:
     """The fingerprint of a path, bytes, array or image; EXIF orientation is applied first.
 
     Raises ``ImageEncodingError`` for what is not a readable image (as ``encode_image`` does).
+    A large JPEG is decoded at reduced scale (it is hashed at 128 px anyway).
     """
-    image = source if isinstance(source, Image.Image) else open_image(source)
     if isinstance(source, Image.Image):
-        image = ImageOps.exif_transpose(image) or image
-    return fingerprint_image(image)
+        image = ImageOps.exif_transpose(source) or source
+    else:
+        image = _load(source, max_pixels=DEFAULT_MAX_PIXELS, draft_to=2 * HASH_SIDE)
+    return fingerprint_image(_to_rgb(image))
 
 
 def _as_int(bits: np.ndarray) -> int:
-    value = 0
-    for bit in np.asarray(bits, dtype=bool).ravel():
-        value = (value << 1) | int(bit)
-    return value
+    """ImageHash's 8×8 bool array as an int, first bit highest."""
+    return int.from_bytes(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes(), "big")
 
 
 @dataclass(frozen=True)
@@ -125,58 +188,60 @@ class CopyMatch:
 class CopyIndex:
     """Known fingerprints by key; ``find`` answers the closest within the threshold.
 
-    Vectorised: the fingerprints are two uint64 arrays, so a lookup among 100,000 is one XOR and
-    a popcount over each (~1 ms). Thread-safe: ``find`` and ``add`` may run on several threads
-    (an expansion screens one batch while the next is being searched).
+    Vectorised: the hashes are two (n, crops) uint64 arrays, so a lookup is a few XORs and
+    popcounts over them (~10 ms among 100,000). Thread-safe: ``find`` and ``add`` may run on
+    several threads (an expansion screens one batch while the next is being searched).
     """
 
     def __init__(self, threshold: int = COPY_DISTANCE, items: Iterable[tuple[str, Fingerprint]] = ()) -> None:
         self.threshold = check_threshold(threshold)
         self._keys: list[str] = []
-        self._upright: np.ndarray = np.zeros(0, np.uint64)
-        self._mirrored: np.ndarray = np.zeros(0, np.uint64)
-        self._pending: list[tuple[str, Fingerprint]] = []
+        self._upright: np.ndarray = np.zeros((16, len(CROPS)), np.uint64)
+        self._mirrored: np.ndarray = np.zeros((16, len(CROPS)), np.uint64)
         self._lock = threading.Lock()
         for key, fp in items:
             self.add(key, fp)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._keys) + len(self._pending)
+            return len(self._keys)
 
     def add(self, key: str, fp: Fingerprint) -> None:
+        upright, mirrored = fp.parts()
         with self._lock:
-            self._pending.append((key, fp))
+            count = len(self._keys)
+            if count == len(self._upright):  # grow by doubling: adds stay amortised O(1)
+                self._upright = np.concatenate([self._upright, np.zeros_like(self._upright)])
+                self._mirrored = np.concatenate([self._mirrored, np.zeros_like(self._mirrored)])
+            self._upright[count] = np.array(upright, np.uint64)
+            self._mirrored[count] = np.array(mirrored, np.uint64)
+            self._keys.append(key)
 
     def find(self, fp: Fingerprint) -> CopyMatch | None:
         """The known fingerprint nearest to ``fp`` if it is a copy (ties: the first added)."""
+        upright, mirrored = fp.parts()
+        query = np.array(upright + mirrored, np.uint64)
         with self._lock:
-            self._merge_pending()
-            if not self._keys:
+            count = len(self._keys)
+            if not count:
                 return None
-            query = np.uint64(fp.upright)
-            distance = np.minimum(_popcount(self._upright ^ query), _popcount(self._mirrored ^ query))
+            known_up, known_mirrored = self._upright[:count], self._mirrored[:count]
+            # The query whole against every known crop, and every known whole against the query's crops.
+            distance = np.minimum(
+                np.minimum(_popcount(known_up ^ query[0]), _popcount(known_mirrored ^ query[0])).min(axis=1),
+                _popcount(known_up[:, :1] ^ query[np.newaxis, :]).min(axis=1),
+            )
             best = int(np.argmin(distance))
             found = int(distance[best])
-        return CopyMatch(self._keys[best], found) if found <= self.threshold else None
-
-    def _merge_pending(self) -> None:
-        if self._pending:
-            self._keys.extend(key for key, _ in self._pending)
-            self._upright = np.concatenate(
-                [self._upright, np.array([fp.upright for _, fp in self._pending], np.uint64)]
-            )
-            self._mirrored = np.concatenate(
-                [self._mirrored, np.array([fp.mirrored for _, fp in self._pending], np.uint64)]
-            )
-            self._pending.clear()
+            key = self._keys[best]
+        return CopyMatch(key, found) if found <= self.threshold else None
 
 
 def _popcount(values: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):  # numpy ≥ 2.0
         return np.bitwise_count(values)
-    as_bytes = values.view(np.uint8).reshape(-1, 8)
-    return _BYTE_BITS[as_bytes].sum(axis=1)
+    as_bytes = np.ascontiguousarray(values).view(np.uint8).reshape(*values.shape, 8)
+    return _BYTE_BITS[as_bytes].sum(axis=-1)
 
 
 _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
@@ -211,73 +276,22 @@ def collapse_copies(
     return replace(result, images=images, copies_collapsed=True)
 
 
-def fingerprint_results(
-    images: Iterable[SimilarImage],
-    fetcher: Fetcher,
-    *,
-    cache: FingerprintCache | None = None,
-    max_workers: int = 8,
-) -> dict[str, Fingerprint]:
-    """Fingerprints of search results by image id, from each one's thumbnail (its full image if none).
+# Fetching thumbnails to fingerprint them lives in its own module; these names belong here too.
+from ._result_fingerprints import FingerprintCache, ThumbnailFingerprints, fingerprint_results  # noqa: E402
 
-    An image whose thumbnail cannot be fetched or read gets none (logged at DEBUG): screening then
-    treats it as new, which costs at worst a duplicate, never a lost image.
-    """
-    todo = {image.id: image.thumbnail_url or image.url for image in images}
-    found: dict[str, Fingerprint] = {}
-    missing: dict[str, str] = {}
-    for image_id, url in todo.items():
-        cached = cache.get(url) if cache is not None else None
-        if cached is not None:
-            found[image_id] = cached
-        else:
-            missing[image_id] = url
-
-    def one(url: str) -> Fingerprint | None:
-        try:
-            return fingerprint(fetcher.fetch_bytes(url).data)
-        except (ImageEncodingError, OSError, ValueError) as exc:  # FetchError is an OSError
-            logger.debug("no fingerprint for %s: %s", _shown_url(url), exc)
-            return None
-
-    if missing:
-        with ThreadPoolExecutor(min(max_workers, len(missing)), thread_name_prefix="fingerprint") as pool:
-            for (image_id, url), fp in zip(missing.items(), pool.map(one, missing.values()), strict=True):
-                if fp is not None:
-                    found[image_id] = fp
-                    if cache is not None:
-                        cache.put(url, fp)
-    return found
-
-
-def _shown_url(url: str) -> str:
-    from .fetch import redact_url
-
-    return redact_url(url)
-
-
-class FingerprintCache:
-    """A bounded, thread-safe LRU of fingerprints by image URL, so a result seen twice is fetched once."""
-
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, Fingerprint] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, url: str) -> Fingerprint | None:
-        with self._lock:
-            fp = self._entries.get(url)
-            if fp is not None:
-                self._entries.move_to_end(url)
-            return fp
-
-    def put(self, url: str, fp: Fingerprint) -> None:
-        with self._lock:
-            self._entries[url] = fp
-            self._entries.move_to_end(url)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+__all__ = [
+    "COPY_DISTANCE",
+    "CROPS",
+    "HASH_BITS",
+    "CopyIndex",
+    "CopyMatch",
+    "Fingerprint",
+    "FingerprintCache",
+    "FingerprintError",
+    "ThumbnailFingerprints",
+    "check_threshold",
+    "collapse_copies",
+    "fingerprint",
+    "fingerprint_image",
+    "fingerprint_results",
+]
