@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ._encoding import DEFAULT_MAX_PIXELS, ImageSource, _load, _to_rgb
-from ._models import SearchResult, SimilarImage
+from ._models import SearchResult
 
 COPY_DISTANCE = 12
 """Default threshold: two fingerprints at most this many bits apart (of 64) are copies.
@@ -255,24 +255,29 @@ def collapse_copies(
 ) -> SearchResult:
     """One image per group of copies: the best-scored one, its ``copies`` naming the others' ids.
 
-    Results keep their order. An image without a fingerprint (its thumbnail could not be read)
-    is kept as it is and never merged.
+    Results keep their order. Images are grouped best score first (an answer is already in that
+    order; a merged list may not be), each joining the nearest kept image it is a copy of. An
+    image without a fingerprint (its thumbnail could not be read) is kept as it is, never merged.
     """
     check_threshold(threshold)
-    kept: list[SimilarImage] = []
-    groups: list[list[str]] = []
     index = CopyIndex(threshold)
-    for image in result.images:
+    copies: dict[int, list[str]] = {}
+    by_score = sorted(range(len(result.images)), key=lambda i: -result.images[i].score)
+    for position in by_score:
+        image = result.images[position]
         fp = fingerprints.get(image.id)
         match = index.find(fp) if fp is not None else None
         if match is not None:
-            groups[int(match.key)].append(image.id)
+            copies[int(match.key)].append(image.id)
             continue
+        copies[position] = []
         if fp is not None:
-            index.add(str(len(kept)), fp)
-        kept.append(image)
-        groups.append([])
-    images = tuple(replace(image, copies=tuple(group)) for image, group in zip(kept, groups, strict=True))
+            index.add(str(position), fp)
+    images = tuple(
+        replace(image, copies=tuple(copies[position]))
+        for position, image in enumerate(result.images)
+        if position in copies
+    )
     return replace(result, images=images, copies_collapsed=True)
 
 
