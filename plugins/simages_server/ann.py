@@ -1,11 +1,11 @@
 """The approximate-nearest-neighbour (ANN) index that answers visual queries on large collections.
 
-One job: build, grow, save, load and search a faiss IVF-Flat index over the index's
-L2-normalised float32 rows (inner product = cosine similarity). Rows are added in
-manifest order, so a faiss id is the row's position in ``embeddings.npy``. Growing adds
-the new rows to the loaded index: the coarse quantizer (the k-means centroids) trained
-at the first build is kept, nothing is re-trained. After a build and after every growth
-``nprobe`` is chosen by measuring recall on sampled rows (``ann_tuning.py``). ``index.json``
+One job: build, update, save, load and search a faiss IVF-Flat index over the index's
+L2-normalised float32 rows (inner product = cosine similarity). A faiss id is always the
+row's position in ``embeddings.npy``. An update removes and adds rows by id
+(``remove``/``put``): the coarse quantizer (the k-means centroids) trained at the first
+build is kept, nothing is re-trained. After a build and after every update ``nprobe`` is
+chosen by measuring recall on sampled rows (``ann_tuning.py``). The generation's metadata
 records the file, its parameters, its count and the measured recall (``AnnInfo``); a file
 whose count disagrees is refused.
 Why faiss IVF-Flat (and not HNSW): see DESIGN.md, "Index at scale".
@@ -29,6 +29,9 @@ ANN_THRESHOLD = 50_000
 """Images from which ``--ann auto`` builds the ANN index. Below it one matrix product over all
 rows takes a few ms at 512 dimensions and is exact, with no build step and no extra file; above
 it that time grows linearly (~145 ms a query at 1M over HTTP) while the ANN index stays at a few ms."""
+
+ANN_FILE_NAME = "ann.faiss"
+"""The file's name inside a generation folder (format 1 named it ``ann-<count>.faiss`` beside the rest)."""
 
 AnnMode = Literal["auto", "on", "off"]
 ANN_MODES: tuple[AnnMode, ...] = ("auto", "on", "off")
@@ -87,20 +90,28 @@ class AnnInfo:
         queries = raw.get("tuned_queries", 0)
         if not isinstance(queries, int) or isinstance(queries, bool) or queries < 0:
             raise AnnError(f"{where}: 'ann.tuned_queries' must be a whole number ≥ 0, not {queries!r}")
-        return cls(kind=ANN_KIND, file=file, recall=None if recall is None else float(recall), tuned_queries=queries, **numbers)
+        return cls(
+            kind=ANN_KIND,
+            file=file,
+            recall=None if recall is None else float(recall),
+            tuned_queries=queries,
+            **numbers,
+        )
 
 
 @dataclass(frozen=True)
 class AnnReport:
     """What one ``simages-server index`` run did to the ANN index."""
 
-    action: Literal["built", "added", "kept", "removed"]
+    action: Literal["built", "added", "updated", "kept", "removed"]
     added: int
-    """Rows added to an ANN index loaded from disk (``added``), or indexed by a new one (``built``)."""
+    """Rows added to an ANN index loaded from disk (``added``, ``updated``), or indexed by a new one (``built``)."""
     count: int
     """Rows in the ANN index after the run (0 once removed)."""
     info: AnnInfo | None = None
-    """What ``index.json`` now records (``None`` once removed)."""
+    """What the metadata now records (``None`` once removed)."""
+    deleted: int = 0
+    """Rows taken out (``updated``): removed files, changed ones, and rows moved into their places."""
 
     def tuning(self) -> str | None:
         """``ANN index: N rows, nprobe P, recall@10 R on S sampled queries`` (``None`` once removed)."""
@@ -115,6 +126,10 @@ class AnnReport:
     def describe(self) -> str:
         if self.action == "added":
             return f"added {self.added:,} to the ANN index ({self.count:,} rows)"
+        if self.action == "updated":
+            return (
+                f"updated the ANN index: {self.deleted:,} rows out, {self.added:,} in ({self.count:,} rows)"
+            )
         if self.action == "built":
             return f"built the ANN index over {self.count:,} rows"
         if self.action == "kept":
@@ -221,6 +236,24 @@ class AnnIndex:
             self._index.add(np.ascontiguousarray(rows[start : start + _ADD_CHUNK], np.float32))
         return len(rows)
 
+    def remove(self, ids: np.ndarray) -> int:
+        """Take the rows with these ids out; returns how many were found."""
+        if not len(ids):
+            return 0
+        return int(self._index.remove_ids(np.ascontiguousarray(ids, np.int64)))
+
+    def put(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        """Add ``rows`` under the given ids (positions): a changed or moved row, after ``remove``."""
+        if rows.ndim != 2 or rows.shape[1] != self.dim or len(rows) != len(ids):
+            raise AnnError(
+                f"rows of shape {rows.shape} with {len(ids)} ids do not fit an ANN index of dimension {self.dim}"
+            )
+        for start in range(0, len(rows), _ADD_CHUNK):
+            self._index.add_with_ids(
+                np.ascontiguousarray(rows[start : start + _ADD_CHUNK], np.float32),
+                np.ascontiguousarray(ids[start : start + _ADD_CHUNK], np.int64),
+            )
+
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Top-k positions by inner product (cosine for unit rows), best first, scores clipped to [-1, 1]."""
         k = min(k, self.count)
@@ -231,21 +264,32 @@ class AnnIndex:
         if ids[0, -1] < 0:  # faiss pads with -1 when the probed lists hold fewer than k rows: probe them all
             params = _faiss().SearchParametersIVF(nprobe=self.nlist)
             scores, ids = self._index.search(vector, k, params=params)
-        return [(int(i), float(np.clip(s, -1.0, 1.0))) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        return [
+            (int(i), float(np.clip(s, -1.0, 1.0))) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0
+        ]
 
     def info(self, file: str) -> AnnInfo:
         return AnnInfo(
             ANN_KIND, file, self.count, self.dim, self.nlist, self.nprobe, self.recall, self.tuned_queries
         )
 
-    def write(self, root: Path) -> AnnInfo:
-        """Write to a new file in ``root`` (temp file, then rename); the caller records it in ``index.json``.
+    def write(self, folder: Path, name: str | None = None, *, replace: bool = True) -> AnnInfo:
+        """Write to ``folder/name``; the caller records the returned ``AnnInfo`` in the metadata.
 
-        The name carries the count, so the file ``index.json`` names now is never overwritten:
-        until the new ``index.json`` lands, the previous index stays whole and servable.
+        ``replace=False``: a file in a generation being built, written and flushed in place (nothing
+        reads it before the commit). Otherwise (a format-1 folder) a temp file renamed over the name,
+        which by default carries the count, so the file the metadata names now is never overwritten.
         """
-        name = f"ann-{self.count}.faiss"
-        _atomic_file(root / name, lambda tmp: _faiss().write_index(self._index, str(tmp)))
+        name = name or f"ann-{self.count}.faiss"
+        if replace:
+            _atomic_file(folder / name, lambda tmp: _faiss().write_index(self._index, str(tmp)))
+        else:
+            _faiss().write_index(self._index, str(folder / name))
+            fd = os.open(folder / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         return self.info(name)
 
     @classmethod
@@ -254,23 +298,25 @@ class AnnIndex:
         path = root / info.file
         if info.count != rows:
             raise AnnError(
-                f"{root / 'index.json'} records an ANN index of {info.count:,} rows for {rows:,} images: "
+                f"the index at {root} records an ANN index of {info.count:,} rows for {rows:,} images: "
                 "rebuild it with `simages-server index IMAGES_DIR --out INDEX --ann on`"
             )
         if not path.is_file():
-            raise AnnError(f"ANN index file {path} named in {root / 'index.json'} is missing")
+            raise AnnError(f"ANN index file {path} named by the index at {root} is missing")
         faiss = _faiss()
         try:
             loaded = faiss.read_index(str(path))  # already of its concrete class, and owning it
         except RuntimeError as exc:
             raise AnnError(f"cannot read the ANN index {path}: {str(exc).splitlines()[0]}") from None
         if not isinstance(loaded, faiss.IndexIVFFlat):
-            raise AnnError(f"{path} is a {type(loaded).__name__}, not the {ANN_KIND} index this server builds")
+            raise AnnError(
+                f"{path} is a {type(loaded).__name__}, not the {ANN_KIND} index this server builds"
+            )
         found = cls(loaded, info.nprobe, info.recall, info.tuned_queries)
         if found.count != info.count or found.dim != info.dim:
             raise AnnError(
                 f"ANN index {path} holds {found.count:,} rows of dimension {found.dim}, but "
-                f"{root / 'index.json'} records {info.count:,} of dimension {info.dim}: the file does not "
+                f"the index at {root} records {info.count:,} of dimension {info.dim}: the file does not "
                 "belong to this index; rebuild it with `simages-server index IMAGES_DIR --out INDEX --ann on`"
             )
         return found
@@ -289,7 +335,7 @@ def _atomic_file(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def remove_stale(root: Path, keep: str | None) -> None:
-    """Delete ANN files other than ``keep`` (earlier generations), after ``index.json`` moved on."""
+    """Delete a format-1 folder's ANN files other than ``keep``, after its ``index.json`` moved on."""
     for path in root.glob("ann-*.faiss"):
         if path.name != keep:
             path.unlink(missing_ok=True)

@@ -2,7 +2,8 @@
 
 Request validation and envelopes come from ``simages_core.protocol``, the same
 code the client uses, so the two cannot disagree. Bad input of any kind is a
-400 with the documented error body; only a bug is a 500.
+400 with the documented error body; only a bug is a 500. A new index generation
+is loaded in the background and swapped in between requests (``ServingState``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import binascii
 import json
 import logging
 import re
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +35,7 @@ from simages_core.protocol import (
 
 from .embedders import DescriptorEmbedder, ImageEmbedder
 from .fetch import Fetcher, FetchPolicy, fetch_query_image
+from .generations import stamp
 from .index import ImageIndex
 from .keys import QuotaStore, QuotaUnavailable, digest, open_quota
 from .text_search import TextIndex
@@ -63,6 +66,37 @@ class ServerSettings:
     info: dict[str, Any] = field(default_factory=lambda: {"url": "https://ternaus.com"})
 
 
+@dataclass(frozen=True)
+class ServingState:
+    """One generation of the index and everything derived from it: a request takes one at its start and
+    uses it throughout, so a swap between two requests never shows one request half of each."""
+
+    index: ImageIndex
+    text_index: TextIndex
+    stamp: tuple[int, int, int] | None
+    """The pointer file's identity when this generation was read (see ``generations.stamp``)."""
+
+    @classmethod
+    def of(cls, index: ImageIndex, pointer_stamp: tuple[int, int, int] | None) -> ServingState:
+        text_index = TextIndex(
+            [
+                None if r.detections is None else [(d.name, d.score) for d in r.detections]
+                for r in index.records
+            ],
+            [r.caption for r in index.records],
+        )
+        return cls(index, text_index, pointer_stamp)
+
+    def health(self) -> dict[str, Any]:
+        index = self.index
+        return {
+            "generation": index.generation,
+            "images": len(index),
+            "labelled": index.labelled,
+            "ann": index.ann.count if index.ann is not None else 0,
+        }
+
+
 class SimilarImagesApp:
     def __init__(
         self,
@@ -71,7 +105,6 @@ class SimilarImagesApp:
         embedder: ImageEmbedder | None = None,
         detector_info: dict[str, Any] | None = None,
     ) -> None:
-        self.index = index
         self.settings = settings
         self.embedder = embedder or DescriptorEmbedder()
         # Labels are computed at index time; the detector is reported, not run, by the server.
@@ -83,13 +116,72 @@ class SimilarImagesApp:
         self.quota: QuotaStore = open_quota(settings.quota_path, settings.daily_limit)
         self.fetcher = Fetcher(settings.fetch, pool_size=16)  # url queries, pooled across threads
         self._own_netlocs = {urlsplit(settings.public_url).netloc} if settings.public_url else set()
-        self.text_index = TextIndex(
-            [
-                None if r.detections is None else [(d.name, d.score) for d in r.detections]
-                for r in index.records
-            ],
-            [r.caption for r in index.records],
-        )
+        self._state = ServingState.of(index, stamp(index.root))
+        self._failed_stamp: tuple[int, int, int] | None = None
+        self._reload_lock = threading.Lock()
+        self._stop_watching = threading.Event()
+
+    @property
+    def index(self) -> ImageIndex:
+        """The generation new requests are answered from."""
+        return self._state.index
+
+    @property
+    def text_index(self) -> TextIndex:
+        return self._state.text_index
+
+    # --- following the index folder ------------------------------------------
+
+    def reload_index(self) -> bool:
+        """Load the index folder's current generation if it changed, and swap it in; True if swapped.
+
+        A generation that does not load (or was built with another embedder) is logged and the one
+        being served stays; it is not tried again until the folder's pointer changes once more.
+        """
+        with self._reload_lock:
+            state = self._state
+            root = state.index.root
+            now = stamp(root)
+            if now is None or now == state.stamp or now == self._failed_stamp:
+                return False
+            try:
+                index = ImageIndex.load(root)
+                if index.embedder != self.embedder.name:
+                    raise ValueError(
+                        f"it was built with {index.embedder}, and this server embeds with {self.embedder.name}"
+                    )
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self._failed_stamp = now
+                logger.error("kept serving generation %d of %s: the new index did not load: %s",
+                             state.index.generation, root, exc)  # fmt: skip
+                return False
+            if index.generation == state.index.generation and index.folder == state.index.folder:
+                self._state = replace(state, stamp=now)
+                return False
+            self._state = ServingState.of(index, now)
+            self._failed_stamp = None
+            logger.info(
+                "now serving generation %d of %s: %d images (was generation %d, %d images)",
+                index.generation, root, len(index), state.index.generation, len(state.index),
+            )  # fmt: skip
+            return True
+
+    def watch_index(self, interval: float) -> threading.Thread:
+        """Look for a new generation every ``interval`` seconds in a background thread (one stat a look)."""
+
+        def watch() -> None:
+            while not self._stop_watching.wait(interval):
+                try:
+                    self.reload_index()
+                except Exception:  # a bug: log it and keep watching (and serving the current index)
+                    logger.exception("looking for a new index generation failed")
+
+        thread = threading.Thread(target=watch, name="index-watcher", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_watching(self) -> None:
+        self._stop_watching.set()
 
     # --- WSGI ----------------------------------------------------------------
 
@@ -97,8 +189,9 @@ class SimilarImagesApp:
         request = Request(environ)
         started = time.perf_counter()
         note: dict[str, Any] = {}
+        state = self._state  # this request's generation, whatever is swapped in meanwhile
         try:
-            response = self._route(request, note)
+            response = self._route(request, note, state)
         except Exception:  # a bug, never bad input: log it, answer 500, keep serving
             logger.exception("internal error on %s %s", request.method, request.path)
             response = _json(error_envelope(500, "internal server error"), 500)
@@ -109,31 +202,34 @@ class SimilarImagesApp:
         )  # fmt: skip
         return response(environ, start_response)
 
-    def _route(self, request: Request, note: dict[str, Any]) -> Response:
+    def _route(self, request: Request, note: dict[str, Any], state: ServingState) -> Response:
         if request.method == "OPTIONS":
             return _preflight()
         if request.path == "/health" and request.method == "GET":
             models = {"embedder": self.embedder.info(), "detector": self.detector_info}
-            health = {"status": "ok", "images": len(self.index), "embedder": self.index.embedder, "models": models}
+            health = {
+                "status": "ok", "images": len(state.index), "embedder": state.index.embedder, "models": models,
+                "index": state.health(),
+            }  # fmt: skip
             health["quota"] = self.quota.description  # "sqlite" or "redis at host:port", never a password
             return _json(_without_credentials(health), 200)  # model or API URLs may carry userinfo
         if self.settings.latency_ms:
             time.sleep(self.settings.latency_ms / 1000)  # simulated network latency (benchmarks, demos)
         if request.path == "/" and request.method == "POST":
-            return self._search(request, note)
+            return self._search(request, note, state)
         if request.method in ("GET", "HEAD"):
             match = re.fullmatch(r"/images/([0-9a-f]{16})", request.path)
-            if match and (path := self.index.image_path(match.group(1))) is not None and path.is_file():
+            if match and (path := state.index.image_path(match.group(1))) is not None and path.is_file():
                 return _file(path, request)
             match = re.fullmatch(r"/thumbnails/([0-9a-f]{16})\.webp", request.path)
-            if match and (path := self.index.thumbnail_path(match.group(1))) is not None and path.is_file():
+            if match and (path := state.index.thumbnail_path(match.group(1))) is not None and path.is_file():
                 return _file(path, request, "image/webp")
             return _json(error_envelope(404, f"not found: {request.path}"), 404)
         return _json(error_envelope(405, f"{request.method} is not allowed on {request.path}"), 405)
 
     # --- search --------------------------------------------------------------
 
-    def _search(self, request: Request, note: dict[str, Any]) -> Response:
+    def _search(self, request: Request, note: dict[str, Any], state: ServingState) -> Response:
         key = request.headers.get(API_KEY_HEADER, "").strip()
         if not key:
             return _json(error_envelope(401, MISSING_KEY), 401)
@@ -154,7 +250,7 @@ class SimilarImagesApp:
         if not reserved:
             return _json(error_envelope(402, QUOTA), 402)
         try:
-            result = self._answer(search, request)
+            result = self._answer(search, request, state)
         except InvalidRequest as exc:
             self._release(key_digest)
             return _json(error_envelope(400, exc.message), 400)
@@ -187,16 +283,17 @@ class SimilarImagesApp:
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("request body is not valid JSON") from None
 
-    def _answer(self, search: SearchRequest, request: Request) -> SearchResult:
+    def _answer(self, search: SearchRequest, request: Request, state: ServingState) -> SearchResult:
         k = search.num_similar
+        index = state.index
         if search.text is not None:
-            hits = self._text_hits(search.text, k)
+            hits = self._text_hits(search.text, k, state)
         else:
-            hits = self.index.nearest(self._query_vector(search, request), k)
+            hits = index.nearest(self._query_vector(search, request, index), k)
         base = (self.settings.public_url or request.host_url).rstrip("/")
         images = []
         for position, score in hits:
-            record = self.index.records[position]
+            record = index.records[position]
             labels = search.labels_requested
             images.append(
                 SimilarImage(
@@ -214,11 +311,11 @@ class SimilarImagesApp:
             images=tuple(images), info=dict(self.settings.info), labels_requested=search.labels_requested
         )
 
-    def _query_vector(self, search: SearchRequest, request: Request) -> np.ndarray:
+    def _query_vector(self, search: SearchRequest, request: Request, index: ImageIndex) -> np.ndarray:
         if search.url is not None:
-            own = self._own_image_position(search.url, request)
+            own = self._own_image_position(search.url, request, index)
             if own is not None:
-                return self.index.embeddings[own]
+                return np.asarray(index.embeddings[own], np.float32)
             data = fetch_query_image(self.fetcher, search.url)
         else:
             assert search.image is not None
@@ -226,23 +323,23 @@ class SimilarImagesApp:
         image = open_image(data, max_pixels=self.settings.max_image_pixels)
         return self.embedder.embed_images([image])[0]
 
-    def _own_image_position(self, url: str, request: Request) -> int | None:
+    def _own_image_position(self, url: str, request: Request, index: ImageIndex) -> int | None:
         """A URL of this server's own images is looked up, never fetched (no request to ourselves)."""
         parts = urlsplit(url)
         match = _OWN_IMAGE_PATH.match(parts.path)
         if not match or parts.netloc not in self._own_netlocs | {request.host}:
             return None
-        position = self.index.position(match.group(1))
+        position = index.position(match.group(1))
         if position is None:
             raise InvalidRequest(
                 f"'url' names an image this server does not have: {match.group(1)}", field="url"
             )
         return position
 
-    def _text_hits(self, text: str, k: int) -> list[tuple[int, float]]:
+    def _text_hits(self, text: str, k: int, state: ServingState) -> list[tuple[int, float]]:
         if self.embedder.supports_text:  # CLIP: text and images share one space
-            return self.index.nearest(self.embedder.embed_texts([text])[0], k)
-        return self.text_index.top(text, k)
+            return state.index.nearest(self.embedder.embed_texts([text])[0], k)
+        return state.text_index.top(text, k)
 
 
 def _no_constants(name: str) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -11,8 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from simages_core.identity import COPY_DISTANCE
+
 from .ann import ANN_MODES, ANN_THRESHOLD
 from .embedders import ImageEmbedder
+from .generations import IndexLocked
 from .keys import ENV_SERVER_KEYS
 from .models import ModelError
 
@@ -26,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    index = commands.add_parser("index", help="index a folder of images (re-run to add new images)")
+    index = commands.add_parser(
+        "index", help="index a folder of images (re-run to follow it: new, changed and deleted files)"
+    )
     index.add_argument("images_dir", type=Path)
     index.add_argument("--out", type=Path, required=True, help="index folder")
     index.add_argument(
@@ -48,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--ann-threshold", type=int, default=ANN_THRESHOLD, metavar="N",
         help=f"images from which --ann auto builds the ANN index (default: {ANN_THRESHOLD})",
+    )  # fmt: skip
+    index.add_argument(
+        "--skip-copies", action="store_true",
+        help="do not add new images that are copies (resized, recompressed, cropped, mirrored...) of indexed "
+        "ones or of each other; without it they are added and listed",
+    )  # fmt: skip
+    index.add_argument(
+        "--copy-threshold", type=int, default=COPY_DISTANCE, metavar="BITS",
+        help=f"fingerprint distance (of 64 bits) up to which two images are copies (default: {COPY_DISTANCE})",
     )  # fmt: skip
 
     serve = commands.add_parser("serve", help="answer POST / like simages.info")
@@ -73,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fetch-timeout", type=float, default=10.0, help="seconds to fetch a 'url' query")
     serve.add_argument("--max-body-mb", type=float, default=10.0)
     serve.add_argument("--threads", type=int, default=16, help="worker threads")
+    serve.add_argument(
+        "--reload-interval", type=float, default=2.0, metavar="SECONDS",
+        help="how often to look for a new index generation and switch to it (0: never; default 2)",
+    )  # fmt: skip
     serve.add_argument(
         "--latency-ms",
         type=float,
@@ -102,10 +119,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _recorded_models(index_dir: Path) -> dict[str, Any]:
-    meta_path = index_dir / "index.json"
-    if not meta_path.is_file():
-        return {}
-    models = json.loads(meta_path.read_text(encoding="utf-8")).get("models")
+    from .index import read_meta
+
+    models = read_meta(index_dir).get("models")
     return models if isinstance(models, dict) else {}
 
 
@@ -118,11 +134,13 @@ def _recorded_hint(index_dir: Path, flag: str, *, from_record: bool) -> Iterator
         if not from_record:
             raise
         raise ModelError(
-            f"{exc} (the path is recorded in {index_dir / 'index.json'}; if the model moved, pass {flag})"
+            f"{exc} (the path is recorded in the index at {index_dir}; if the model moved, pass {flag})"
         ) from None
 
 
-def _models(args: argparse.Namespace, index_dir: Path, *, serving: bool) -> tuple[ImageEmbedder, YoloDetector | None]:
+def _models(
+    args: argparse.Namespace, index_dir: Path, *, serving: bool
+) -> tuple[ImageEmbedder, YoloDetector | None]:
     """The models flags name, else the ones the index records; serving never mixes models silently."""
     from .clip import ClipEmbedder
     from .detector import DEFAULT_CONF, DEFAULT_IOU, YoloDetector
@@ -131,7 +149,9 @@ def _models(args: argparse.Namespace, index_dir: Path, *, serving: bool) -> tupl
     recorded = _recorded_models(index_dir)
     embedder_rec = recorded.get("embedder") or {}
     detector_rec = recorded.get("detector") or {}
-    clip_dir = args.clip_model or (Path(embedder_rec["folder"]) if embedder_rec.get("kind") == "clip" else None)
+    clip_dir = args.clip_model or (
+        Path(embedder_rec["folder"]) if embedder_rec.get("kind") == "clip" else None
+    )
     with _recorded_hint(index_dir, "--clip-model DIR", from_record=args.clip_model is None):
         embedder: ImageEmbedder = ClipEmbedder(clip_dir) if clip_dir else DescriptorEmbedder()
     detector_path = args.detector or (Path(detector_rec["file"]) if detector_rec.get("file") else None)
@@ -147,7 +167,9 @@ def _models(args: argparse.Namespace, index_dir: Path, *, serving: bool) -> tupl
         )
     if serving and detector.name != detector_rec.get("name"):
         labelled_by = (
-            f"{detector_rec['name']} ({detector_rec.get('file')})" if detector_rec.get("name") else "no detector"
+            f"{detector_rec['name']} ({detector_rec.get('file')})"
+            if detector_rec.get("name")
+            else "no detector"
         )
         raise ValueError(
             f"the index at {index_dir} was labelled by {labelled_by}, not {detector.name} ({detector_path}): "
@@ -165,22 +187,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args)
         return _serve(args)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, IndexLocked) as exc:
         print(f"simages-server: {exc}", file=sys.stderr)
         return 2
 
 
 def _index(args: argparse.Namespace) -> int:
-    from .index import build_index
+    from .indexing import build_index
 
     embedder, detector = _models(args, args.out, serving=False)
     report = build_index(
         args.images_dir, args.out, coco=args.coco, embedder=embedder, detector=detector, workers=args.workers,
-        ann=args.ann, ann_threshold=args.ann_threshold,
+        ann=args.ann, ann_threshold=args.ann_threshold, skip_copies=args.skip_copies,
+        copy_threshold=args.copy_threshold,
     )  # fmt: skip
     print(
         f"indexed {report.added} new image(s); {report.total} in {args.out}; "
         f"labelled {report.labelled}; skipped {len(report.skipped)}"
+    )
+    print(f"changed {report.changed}, removed {report.removed}, unchanged {report.unchanged}")
+    if report.upgraded:
+        print("upgraded the index to the current on-disk format")
+    print(
+        f"generation {report.generation}"
+        if report.committed
+        else f"nothing changed: generation {report.generation} stays current"
     )
     if report.ann is not None:
         print(report.ann.describe())
@@ -189,6 +220,11 @@ def _index(args: argparse.Namespace) -> int:
             print(summary)
     for line in report.skipped:
         print(f"  skipped {line}")
+    if report.copies:
+        verb = "not added" if report.copies_skipped else "added; --skip-copies leaves them out"
+        print(f"{len(report.copies)} new image(s) are copies of indexed ones ({verb}):")
+        for copy in report.copies:
+            print(f"  {copy.file} is a copy of {copy.copy_of} ({copy.distance} bits apart)")
     return 0
 
 
@@ -213,6 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
     keys = load_keys(args.api_keys)
     if not keys:
         raise ValueError(f"no API keys: give --api-keys FILE or set {ENV_SERVER_KEYS}=key1,key2")
+    _clean_if_idle(args.index)
     index = ImageIndex.load(args.index)
     quota_state: Path | str
     if args.state and is_redis_url(args.state):
@@ -232,6 +269,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     embedder, detector = _models(args, args.index, serving=True)
     app = SimilarImagesApp(index, settings, embedder, detector.info() if detector else None)
+    if args.reload_interval > 0:
+        app.watch_index(args.reload_interval)
     logging.getLogger("simages_server").info(
         "serving %d images on http://%s:%d (%d key(s), daily limit %s, quota in %s)",
         len(index), args.host, args.port, len(keys), args.daily_limit or "none", app.quota.description,
@@ -240,6 +279,22 @@ def _serve(args: argparse.Namespace) -> int:
         app, host=args.host, port=args.port, threads=args.threads, ident="simages-server", _quiet=True
     )
     return 0
+
+
+def _clean_if_idle(index_dir: Path) -> None:
+    """Remove what a killed `index` run left, unless one is running now (its files are not stale)."""
+    from .generations import clean, write_lock
+    from .index import referenced_thumbnails
+
+    try:
+        with write_lock(index_dir):
+            removed = clean(index_dir, referenced_thumbnails)
+    except IndexLocked:
+        return
+    if removed:
+        logging.getLogger("simages_server").info(
+            "removed what an interrupted run left: %s", ", ".join(removed[:10])
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

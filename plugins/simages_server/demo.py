@@ -99,7 +99,7 @@ def build_demo_index(out: str | Path, *, progress: bool = False) -> Path:
     What ``simages-server demo``, the demo script, the tests and the benchmarks all serve.
     Returns the index folder.
     """
-    from .index import build_index  # the collection itself needs no embedder
+    from .indexing import build_index  # the collection itself needs no embedder
 
     out = Path(out)
     images_dir = build_demo_collection(out)

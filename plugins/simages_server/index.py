@@ -1,11 +1,11 @@
-"""The local server's index of a folder of images: manifest, embeddings, thumbnails, labels.
+"""The local server's index of a folder of images: records, rows, thumbnails and labels, loaded for search.
 
-On disk (every file replaced atomically, so an interrupted build leaves the old index intact):
-``index.json`` (metadata), ``manifest.jsonl`` (one image a line), ``embeddings.npy``
-(float32, rows in manifest order) and ``thumbnails/{id}.webp``. ``index.json`` also records
-which models built the index; ``indexing.py`` builds and grows it. A large index also has an
-ANN file (``ann-<count>.faiss``, see ``ann.py``) that ``index.json`` names under ``"ann"``:
-then ``nearest`` asks it, and ``embeddings.npy`` is memory-mapped instead of loaded.
+On disk (``generations.py``): ``index.json`` names the current generation ``gen-NNNNNN/``, which holds
+``meta.json`` (embedder, models, counts), ``manifest.jsonl`` (one image a line: path, size, mtime,
+content digest, perceptual fingerprint, labels), ``embeddings.npy`` (float32, rows in manifest
+order) and, on a large index, ``ann.faiss`` (``ann.py``); thumbnails are shared in ``thumbnails/``
+under content-addressed names. A format-1 (flat) index still loads. This module only reads and
+saves an index as it is; ``indexing.py`` builds and updates one from a folder.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,15 @@ from simages_core import Detection
 from simages_core.boxes import clamp_box, scale_box
 from simages_core.coco import YOLO_CLASS_INDEX
 
-from .ann import AnnIndex, AnnInfo, AnnReport, remove_stale
+from . import generations as gens
+from .ann import ANN_FILE_NAME, AnnIndex, AnnInfo, AnnReport
 
 logger = logging.getLogger("simages_server")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 THUMBNAIL_SIDE = 256
-FORMAT_VERSION = 1
+FORMAT_VERSION = gens.FORMAT_VERSION
+LEGACY_FORMAT = gens.LEGACY_FORMAT
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,22 @@ class IndexedImage:
     detections: tuple[Detection, ...] | None = None
     """``None``: no labels known for this image; ``()``: labelled, and nothing is in it."""
     caption: str | None = None
+    size: int | None = None
+    """Bytes of the file when it was indexed (``None``: a format-1 record, not yet checked)."""
+    mtime_ns: int | None = None
+    digest: str | None = None
+    """BLAKE2b-128 of the file's bytes: tells a touched file (same bytes) from a changed one."""
+    fingerprint: str | None = None
+    """``simages_core.identity.Fingerprint.to_hex()`` of the upright image (copy detection)."""
+    thumb: str | None = None
+    """Thumbnail file name in ``thumbnails/`` (``None``: format 1's ``{id}.webp``)."""
+
+    @property
+    def thumbnail_name(self) -> str:
+        return self.thumb or f"{self.id}.webp"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        raw: dict[str, Any] = {
             "id": self.id,
             "file": self.file,
             "width": self.width,
@@ -57,6 +71,11 @@ class IndexedImage:
             if self.detections is None
             else [[d.name, d.score, list(d.box), d.category_id] for d in self.detections],
         }
+        for name in ("size", "mtime_ns", "digest", "fingerprint", "thumb"):
+            value = getattr(self, name)
+            if value is not None:
+                raw[name] = value
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> IndexedImage:
@@ -70,19 +89,49 @@ class IndexedImage:
             detections=None
             if dets is None
             else tuple(Detection(name, float(score), tuple(box), int(cid)) for name, score, box, cid in dets),
+            size=raw.get("size"),
+            mtime_ns=raw.get("mtime_ns"),
+            digest=raw.get("digest"),
+            fingerprint=raw.get("fingerprint"),
+            thumb=raw.get("thumb"),
         )
+
+
+@dataclass(frozen=True)
+class CopyFound:
+    """A new image that is a copy of one already indexed (or of another new one in the same run)."""
+
+    file: str
+    copy_of: str
+    distance: int
+    """Bits apart (of 64), at most the copy threshold."""
 
 
 @dataclass(frozen=True)
 class BuildReport:
     added: int
     skipped: list[str]
-    """Files that could not be read as images, with the reason."""
+    """Files that could not be read as images, with the reason (a changed file that no longer reads is
+    also removed from the index)."""
     total: int
     labelled: int = 0
     """Images the detector labelled in this run (new ones and earlier ones that had no labels)."""
     ann: AnnReport | None = None
     """What happened to the ANN index (built, rows added, kept, removed); ``None``: exact search only."""
+    changed: int = 0
+    """Files whose bytes changed since they were indexed: embedded, labelled and thumbnailed again."""
+    removed: int = 0
+    """Files gone from the folder (or no longer readable), removed from the index."""
+    unchanged: int = 0
+    copies: tuple[CopyFound, ...] = ()
+    """New images that are copies of indexed ones; added unless ``copies_skipped``."""
+    copies_skipped: bool = False
+    generation: int = 0
+    """The generation now current (unchanged when the run found nothing to do)."""
+    committed: bool = True
+    """False: nothing changed, so no new generation was written."""
+    upgraded: bool = False
+    """The run read a format-1 index and wrote it in the current format."""
 
 
 def image_id_for(relative_path: str) -> str:
@@ -90,8 +139,16 @@ def image_id_for(relative_path: str) -> str:
     return hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:16]
 
 
+def read_meta(root: str | Path) -> dict[str, Any]:
+    """The current generation's metadata (which models built it, counts); ``{}`` if there is no index."""
+    try:
+        return gens.read_pointer(Path(root)).meta
+    except FileNotFoundError:
+        return {}
+
+
 class ImageIndex:
-    """An index loaded in memory: one matrix product answers a visual query."""
+    """An index loaded in memory: one matrix product (or the ANN index) answers a visual query."""
 
     def __init__(
         self,
@@ -103,6 +160,9 @@ class ImageIndex:
         models: dict[str, Any] | None = None,
         ann: AnnIndex | None = None,
         ann_info: AnnInfo | None = None,
+        generation: int = 0,
+        folder: Path | None = None,
+        previous: str | None = None,
     ) -> None:
         if len(records) != embeddings.shape[0]:
             raise ValueError(
@@ -122,14 +182,25 @@ class ImageIndex:
         """Which models built the index (``embedder``, ``detector``: names, files, digests)."""
         self._by_id = {record.id: i for i, record in enumerate(records)}
         if ann is not None and ann.count != len(records):
-            raise ValueError(f"index at {root}: the ANN index holds {ann.count:,} rows for {len(records):,} images")
+            raise ValueError(
+                f"index at {root}: the ANN index holds {ann.count:,} rows for {len(records):,} images"
+            )
         self.ann = ann
         """Answers ``nearest`` when set; ``None``: exact search over ``embeddings``."""
         self.ann_info = ann_info
-        """What ``index.json`` records about the ANN file (set even when loaded without it)."""
+        """What the metadata records about the ANN file (set even when loaded without it)."""
+        self.generation = generation
+        """Which generation this is (0: a format-1 index, or one not saved yet)."""
+        self.folder = folder or root
+        """Where its files are: ``root/gen-NNNNNN`` (``root`` itself for format 1)."""
+        self.previous = previous
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def labelled(self) -> int:
+        return sum(record.detections is not None for record in self.records)
 
     # --- lookups -------------------------------------------------------------
 
@@ -141,7 +212,8 @@ class ImageIndex:
         return None if i is None else self.images_dir / self.records[i].file
 
     def thumbnail_path(self, image_id: str) -> Path | None:
-        return self.root / "thumbnails" / f"{image_id}.webp" if image_id in self._by_id else None
+        i = self._by_id.get(image_id)
+        return None if i is None else self.root / gens.THUMBNAILS / self.records[i].thumbnail_name
 
     def nearest(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Top-k rows by cosine similarity (rows and query are L2-normalised)."""
@@ -159,31 +231,29 @@ class ImageIndex:
 
     @classmethod
     def load(cls, root: str | Path, *, mmap: bool = False, ann: bool = True) -> ImageIndex:
-        """Read an index folder. With an ANN file recorded (and ``ann``), load it and memory-map the rows.
+        """Read the current generation of an index folder (or a format-1 index). With an ANN file
+        recorded (and ``ann``), load it and memory-map the rows.
 
         The ANN index holds its own copy of the rows, so loading ``embeddings.npy`` as well would
         double the memory; mapped, only the rows a query looks up by position are read.
-        ``ann=False`` (growing an index) leaves the ANN file to the caller; ``ann_info`` is still set.
+        ``ann=False`` (updating an index) leaves the ANN file to the caller; ``ann_info`` is still set.
         """
         root = Path(root)
-        meta_path = root / "index.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"no index at {root}: build one with `simages-server index IMAGES_DIR --out {root}`"
-            )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        with (root / "manifest.jsonl").open(encoding="utf-8") as fh:
+        pointer = gens.read_pointer(root)
+        meta, folder = pointer.meta, pointer.folder
+        with (folder / gens.MANIFEST).open(encoding="utf-8") as fh:
             records = [IndexedImage.from_json(json.loads(line)) for line in fh if line.strip()]
-        info = AnnInfo.from_json(meta["ann"], meta_path) if meta.get("ann") is not None else None
+        where = folder / (gens.META if pointer.format == FORMAT_VERSION else gens.POINTER)
+        info = AnnInfo.from_json(meta["ann"], where) if meta.get("ann") is not None else None
         embeddings = (
-            np.load(root / "embeddings.npy", mmap_mode="r" if mmap or (info and ann) else None)
+            np.load(folder / gens.EMBEDDINGS, mmap_mode="r" if mmap or (info and ann) else None)
             if records
             else np.zeros((0, meta["dim"]), np.float32)
         )
-        found = AnnIndex.load(root, info, rows=len(records)) if info is not None and ann else None
+        found = AnnIndex.load(folder, info, rows=len(records)) if info is not None and ann else None
         if ann:
             logger.info(
-                "index %s: %d images, %s", root, len(records),
+                "index %s (generation %d): %d images, %s", root, pointer.generation, len(records),
                 (
                     f"ANN search ({info.kind}, nlist {info.nlist}, nprobe {info.nprobe}, measured recall@10 "
                     f"{'unknown' if info.recall is None else f'{info.recall:.3f}'})"
@@ -192,47 +262,106 @@ class ImageIndex:
                 ),
             )  # fmt: skip
         return cls(
-            root, Path(meta["images_dir"]), records, embeddings, meta["embedder"], meta.get("models"), found, info
-        )
+            root, Path(meta["images_dir"]), records, embeddings, meta["embedder"], meta.get("models"), found, info,
+            generation=pointer.generation, folder=folder, previous=pointer.previous,
+        )  # fmt: skip
 
-    def save(self) -> None:
-        """Write every file; with ``ann`` set its file too, else ``index.json`` records no ANN index."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format": FORMAT_VERSION,
-            "embedder": self.embedder,
-            "dim": int(self.embeddings.shape[1]),
-            "count": len(self.records),
-            "images_dir": str(self.images_dir.resolve()),
-            "models": self.models,
-        }
-        # The ANN file first, under a new name (the one index.json names now stays), then embeddings
-        # and manifest, metadata last: index.json names a consistent set.
-        if self.ann is not None:
-            self.ann_info = self.ann.write(self.root)
-            meta["ann"] = self.ann_info.to_json()
-        _atomic_write(self.root / "embeddings.npy", lambda fh: np.save(fh, self.embeddings))
-        _atomic_write(
-            self.root / "manifest.jsonl",
-            lambda fh: fh.write(
-                "".join(json.dumps(r.to_json()) + "\n" for r in self.records).encode("utf-8")
-            ),
-        )
-        _atomic_write(
-            self.root / "index.json", lambda fh: fh.write(json.dumps(meta, indent=2).encode("utf-8"))
-        )
-        remove_stale(self.root, self.ann_info.file if self.ann is not None and self.ann_info else None)
+    def metadata(self, generation: int) -> dict[str, Any]:
+        """What ``meta.json`` records for this index as generation ``generation``."""
+        return index_metadata(
+            generation, self.embedder, int(self.embeddings.shape[1]), self.records, self.images_dir, self.models,
+            self.ann_info,
+        )  # fmt: skip
+
+    def save(self) -> int:
+        """Write these records and rows (and ANN index, if set) as a new generation and make it current.
+
+        Returns the generation's number. Used to write an index assembled in memory (tests,
+        benchmarks); ``indexing.build_index`` writes its generations the same way, chunk by chunk.
+        """
+        with gens.write_lock(self.root):
+            number, folder, previous = start_generation(self.root)
+            gens.write_file(
+                folder / gens.EMBEDDINGS, lambda fh: np.save(fh, np.asarray(self.embeddings, np.float32))
+            )
+            if self.ann is not None:
+                self.ann_info = self.ann.write(folder, ANN_FILE_NAME, replace=False)
+            write_manifest(folder, self.records)
+            gens.write_file(
+                folder / gens.META, lambda fh: fh.write(json.dumps(self.metadata(number), indent=2).encode())
+            )
+            gens.commit(self.root, number, previous)
+            self.generation, self.folder, self.previous = number, folder, previous
+            gens.clean(self.root, referenced_thumbnails)
+        return number
 
 
-def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def index_metadata(
+    generation: int,
+    embedder: str,
+    dim: int,
+    records: list[IndexedImage],
+    images_dir: Path,
+    models: dict[str, Any],
+    ann_info: AnnInfo | None,
+) -> dict[str, Any]:
+    """A generation's ``meta.json``: what built it, what it holds, and its ANN file."""
+    meta: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "generation": generation,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "embedder": embedder,
+        "dim": dim,
+        "count": len(records),
+        "labelled": sum(record.detections is not None for record in records),
+        "images_dir": str(images_dir.resolve()),
+        "models": models,
+    }
+    if ann_info is not None:
+        meta["ann"] = ann_info.to_json()
+    return meta
+
+
+def start_generation(root: Path) -> tuple[int, Path, str | None]:
+    """A new, empty generation folder numbered after every existing one; the caller holds the lock.
+
+    Returns its number, its folder, and what the pointer will record as ``previous``.
+    """
+    root.mkdir(parents=True, exist_ok=True)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        pointer: gens.Pointer | None = gens.read_pointer(root)
+    except FileNotFoundError:
+        pointer = None
+    current = pointer.generation if pointer else 0
+    number = max([current, *gens.existing_generations(root)]) + 1
+    folder = root / gens.generation_name(number)
+    folder.mkdir()
+    previous = (
+        None if pointer is None else (gens.LEGACY if pointer.format == LEGACY_FORMAT else pointer.folder.name)
+    )
+    return number, folder, previous
+
+
+def write_manifest(folder: Path, records: Iterable[IndexedImage]) -> None:
+    gens.write_file(
+        folder / gens.MANIFEST,
+        lambda fh: fh.writelines((json.dumps(r.to_json()) + "\n").encode("utf-8") for r in records),
+    )
+
+
+def referenced_thumbnails(folders: Iterable[Path]) -> set[str]:
+    """Thumbnail names the manifests in ``folders`` use (what the clean-up must keep)."""
+    names: set[str] = set()
+    for folder in folders:
+        path = folder / gens.MANIFEST
+        if not path.is_file():
+            continue
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    raw = json.loads(line)
+                    names.add(raw.get("thumb") or f"{raw['id']}.webp")
+    return names
 
 
 def list_images(images_dir: Path) -> list[str]:
@@ -247,13 +376,6 @@ def list_images(images_dir: Path) -> list[str]:
         ):
             found.append(rel.as_posix())
     return sorted(found)
-
-
-def build_index(images_dir: str | Path, out: str | Path, **options: Any) -> BuildReport:
-    """Index a folder, or add its new images to an existing index: see ``indexing.build_index``."""
-    from .indexing import build_index as build  # indexing imports this module
-
-    return build(images_dir, out, **options)
 
 
 @dataclass(frozen=True)
@@ -312,14 +434,5 @@ def apply_coco(records: Iterable[IndexedImage], labels: dict[str, CocoImageLabel
             box = clamp_box(scale_box(det.box, sx, sy), record.width, record.height)
             if box is not None:
                 dets.append(Detection(det.name, det.score, box, det.category_id))
-        out.append(
-            IndexedImage(
-                record.id,
-                record.file,
-                record.width,
-                record.height,
-                tuple(dets),
-                found.caption or record.caption,
-            )
-        )
+        out.append(replace(record, detections=tuple(dets), caption=found.caption or record.caption))
     return out

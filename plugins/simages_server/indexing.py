@@ -1,70 +1,105 @@
-"""Building and growing an index: a streamed pipeline with decoding in threads and batched inference.
+"""Building and updating an index so it follows its folder: one streamed pipeline, one new generation a run.
 
-Worker threads decode each image, write its thumbnail and run the models'
-per-image preprocessing; the calling thread runs the embedder on batches and the
-detector on each image, so decoding and I/O hide behind inference. At most a few
-batches are in flight and new embedding rows go to a temporary file as they are
-made, so memory stays bounded on a folder of 100,000 images. The index files are
-replaced only at the end (``index.json`` last), so an interrupted build leaves the
-previous index whole. From ``ANN_THRESHOLD`` images (``ann="auto"``) the rows also go into
-an ANN index: built once, then grown by adding the new rows to the loaded file; its
-``nprobe`` is measured again after each (``ann_tuning.py``).
+A run compares the folder with the current generation's manifest: a file whose size and mtime
+are unchanged is kept as it is; otherwise its bytes are hashed, and only a changed digest
+re-embeds, re-labels and re-thumbnails it; files gone are removed; new files are added (and
+screened for copies of indexed images). Worker threads read, hash, decode, thumbnail and run
+the models' per-image preprocessing; the calling thread runs the embedder on batches and the
+detector per image, so decoding and I/O hide behind inference, with bounded memory on
+100,000 images. The result is written as a new generation folder and committed by one rename
+(``generations.py``): a kill at any moment leaves the previous index or the new one. Rows keep
+their positions (a removed row's place is filled by the last row), so the ANN index is updated by
+removing and adding only the rows that moved (``ann.py``), never rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
 from simages_core import ImageEncodingError, open_image
+from simages_core.identity import COPY_DISTANCE, CopyIndex, Fingerprint, check_threshold, fingerprint_image
 
-from .ann import ANN_THRESHOLD, AnnError, AnnIndex, AnnInfo, AnnMode, AnnReport, remove_stale, wants_ann
+from . import generations as gens
+from .ann import ANN_FILE_NAME, ANN_THRESHOLD, AnnError, AnnIndex, AnnInfo, AnnMode, AnnReport, wants_ann
 from .detector import Letterbox, YoloDetector
 from .embedders import DescriptorEmbedder, ImageEmbedder
 from .index import (
-    FORMAT_VERSION,
     THUMBNAIL_SIDE,
     BuildReport,
+    CopyFound,
     ImageIndex,
     IndexedImage,
-    _atomic_write,
     apply_coco,
     image_id_for,
+    index_metadata,
     list_images,
     load_coco_labels,
+    referenced_thumbnails,
+    start_generation,
+    write_manifest,
 )
 
 logger = logging.getLogger("simages_server")
 
 EMBED_BATCH = 32
 COPY_ROWS = 8192  # rows copied at a time when the embeddings file is assembled
+_ORIENTATION = 0x0112
+
+JobKind = Literal["new", "check", "adopt", "label"]
 
 
 @dataclass(frozen=True)
 class _Job:
+    kind: JobKind
+    """``new``: not indexed; ``check``: size or mtime changed, compare digests; ``adopt``: a format-1
+    record (no digest yet); ``label``: unchanged, needs the detector's labels only."""
     file: str
-    embed: bool
-    """False: an image already in the index that only needs labels."""
+    position: int = -1
+    """The record's row (``-1``: a new file)."""
+    record: IndexedImage | None = None
 
 
 @dataclass(frozen=True)
 class _Prepared:
     job: _Job
-    width: int
-    height: int
+    record: IndexedImage
+    """What the manifest will hold (the new record for a new or changed file)."""
     embedding_input: np.ndarray | None
+    """``None``: the row stays (the file is unchanged; it may still be labelled)."""
     detector_input: tuple[np.ndarray, Letterbox] | None
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    job: _Job
+    reason: str
+
+
+@dataclass
+class _Changes:
+    """What a run found, by old row position, as results stream in."""
+
+    removed: set[int]
+    kept: dict[int, IndexedImage]
+    """Unchanged rows whose record was refreshed (touched, adopted, labelled)."""
+    changed: dict[int, tuple[IndexedImage, int]]
+    """Changed rows: the new record and its row in the new-rows file."""
+    added: list[tuple[IndexedImage, int]]
 
 
 def build_index(
@@ -79,91 +114,47 @@ def build_index(
     batch_size: int = EMBED_BATCH,
     ann: AnnMode = "auto",
     ann_threshold: int = ANN_THRESHOLD,
+    skip_copies: bool = False,
+    copy_threshold: int = COPY_DISTANCE,
 ) -> BuildReport:
-    """Index a folder, or add its new images to an existing index at ``out``.
+    """Index a folder, or bring the index at ``out`` up to date with it (added, changed, removed files).
 
-    With a detector, every image gets its detections; on an existing index, images
-    without labels are labelled without being embedded again. A COCO file wins for
-    the images it covers. ``ann``: ``auto`` gives an index of ``ann_threshold`` images or
-    more an ANN index (and keeps one it has), ``on`` always, ``off`` never (removes one).
+    With a detector, every image gets its detections; on an existing index, images without labels
+    are labelled without being embedded again. A COCO file wins for the images it covers. ``ann``:
+    ``auto`` gives an index of ``ann_threshold`` images or more an ANN index (and keeps one it has),
+    ``on`` always, ``off`` never (removes one). New images that are copies (``copy_threshold`` bits)
+    of indexed ones are reported, and with ``skip_copies`` not added. Raises ``gens.IndexLocked``
+    if another run is writing ``out``.
     """
-    from tqdm import tqdm
-
     images_dir, out = Path(images_dir), Path(out)
     wants_ann(ann, 0, has_ann=False)  # an unknown mode fails before any work
+    check_threshold(copy_threshold)
     if ann_threshold < 0:
         raise ValueError(f"ann_threshold must be ≥ 0, not {ann_threshold}")
     if not images_dir.is_dir():
         raise NotADirectoryError(f"not a folder: {images_dir}")
     chosen: ImageEmbedder = embedder if embedder is not None else DescriptorEmbedder()
-    index = _existing_or_new(images_dir, out, chosen, detector)
-    known = {record.file for record in index.records}
-    jobs = [_Job(rel, True) for rel in list_images(images_dir) if rel not in known]
-    if detector is not None:
-        jobs += [_Job(r.file, False) for r in index.records if r.detections is None]
-    (out / "thumbnails").mkdir(parents=True, exist_ok=True)
-
-    labels: dict[str, tuple[Any, ...]] = {}
-    new_records: list[IndexedImage] = []
-    skipped: list[str] = []
-    fd, rows_tmp = tempfile.mkstemp(dir=out, prefix=".new-rows.", suffix=".f32")
-    try:
-        with os.fdopen(fd, "wb") as rows_file, tqdm(
-            total=len(jobs), desc="indexing", unit="img", disable=not progress
-        ) as bar:
-            batch: list[_Prepared] = []
-
-            def flush() -> None:
-                if batch:
-                    vectors = chosen.embed_prepared(np.stack([p.embedding_input for p in batch]))  # type: ignore[misc]
-                    rows_file.write(np.ascontiguousarray(vectors, np.float32).tobytes())
-                    new_records.extend(
-                        IndexedImage(image_id_for(p.job.file), p.job.file, p.width, p.height, labels.get(p.job.file))
-                        for p in batch
-                    )
-                    bar.update(len(batch))
-                    batch.clear()
-
-            for item in _prepared(jobs, images_dir, out, chosen, detector, workers, batch_size):
-                if isinstance(item, str):
-                    skipped.append(item)
-                    bar.update(1)
-                    continue
-                if item.detector_input is not None and detector is not None:
-                    labels[item.job.file] = detector.detect_prepared(*item.detector_input)
-                    item = replace(item, detector_input=None)  # 5 MB at 640 px: not kept for the batch
-                if item.embedding_input is None:
-                    bar.update(1)
-                    continue
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    flush()
-            flush()
-
-        records = [
-            replace(r, detections=labels[r.file]) if r.detections is None and r.file in labels else r
-            for r in index.records
-        ] + new_records
-        if coco is not None:
-            records = apply_coco(records, load_coco_labels(Path(coco)))
-        models = {"embedder": chosen.info(), "detector": detector.info() if detector else index.models.get("detector")}
-        ann_report = _write(index, records, Path(rows_tmp), chosen, models, ann, ann_threshold)
-    finally:
-        Path(rows_tmp).unlink(missing_ok=True)
-    if ann_report is not None:
-        logger.info("%s", ann_report.describe())
-    return BuildReport(
-        added=len(new_records), skipped=skipped, total=len(records), labelled=len(labels), ann=ann_report
-    )
+    with gens.write_lock(out):
+        removed = gens.clean(out, referenced_thumbnails)
+        if removed:
+            logger.info("removed what an interrupted run left in %s: %s", out, ", ".join(removed[:10]))
+        index = _existing_or_new(images_dir, out, chosen, detector)
+        report = _Run(
+            index, images_dir, chosen, detector, workers, batch_size, skip_copies, copy_threshold
+        ).run(coco, ann, ann_threshold, progress)
+        gens.clean(out, referenced_thumbnails)
+    if report.ann is not None:
+        logger.info("%s", report.ann.describe())
+    return report
 
 
 def _existing_or_new(
     images_dir: Path, out: Path, embedder: ImageEmbedder, detector: YoloDetector | None
 ) -> ImageIndex:
-    if not (out / "index.json").is_file():
+    if not (out / gens.POINTER).is_file():
         out.mkdir(parents=True, exist_ok=True)
         return ImageIndex(out, images_dir, [], np.zeros((0, embedder.dim), np.float32), embedder.name)
-    index = ImageIndex.load(out, mmap=True, ann=False)  # the ANN file is read only if it will grow
+    index = ImageIndex.load(out, mmap=True, ann=False)  # the ANN file is read only if it will change
     if index.embedder != embedder.name:
         raise ValueError(
             f"index at {out} was built with {_shown(index.models.get('embedder'), index.embedder)}, "
@@ -189,134 +180,466 @@ def _shown(info: dict[str, Any] | None, fallback: str) -> str:
     return f"{info.get('name', fallback)} ({where})" if where else str(info.get("name", fallback))
 
 
-def _prepared(
-    jobs: list[_Job],
-    images_dir: Path,
-    out: Path,
-    embedder: ImageEmbedder,
-    detector: YoloDetector | None,
-    workers: int | None,
-    batch_size: int,
-) -> Iterator[_Prepared | str]:
-    """Jobs prepared in worker threads, yielded in order; a string is a skipped file and why."""
-
-    def prepare(job: _Job) -> _Prepared | str:
+def _jobs(
+    index: ImageIndex, images_dir: Path, detector: YoloDetector | None
+) -> tuple[list[_Job], set[int], int]:
+    """What to look at: indexed files first (so the copy screening knows their fingerprints), then
+    labels, then new files. Returns the jobs, the rows whose file is gone, and the unchanged count."""
+    present: dict[str, os.stat_result] = {}
+    for rel in list_images(images_dir):
         try:
-            image = open_image(images_dir / job.file)
-        except ImageEncodingError as exc:
-            logger.warning("skipped %s: %s", job.file, exc)
-            return f"{job.file}: {exc}"
-        if job.embed:
-            thumb = image.copy()
-            # reducing_gap=1: a cheap integer box reduction first, Lanczos only for the last step.
-            thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS, reducing_gap=1.0)
-            thumb.save(out / "thumbnails" / f"{image_id_for(job.file)}.webp", format="WEBP", quality=80)
-        return _Prepared(
-            job,
-            image.width,
-            image.height,
-            embedder.prepare(image) if job.embed else None,
-            detector.prepare(image) if detector is not None else None,
+            present[rel] = os.stat(images_dir / rel)
+        except FileNotFoundError:  # deleted while we listed
+            continue
+    checks: list[_Job] = []
+    labels: list[_Job] = []
+    gone: set[int] = set()
+    unchanged = 0
+    for position, record in enumerate(index.records):
+        st = present.get(record.file)
+        if st is None:
+            gone.add(position)
+        elif record.digest is None:
+            checks.append(_Job("adopt", record.file, position, record))
+        elif record.size != st.st_size or record.mtime_ns != st.st_mtime_ns:
+            checks.append(_Job("check", record.file, position, record))
+        elif detector is not None and record.detections is None:
+            labels.append(_Job("label", record.file, position, record))
+        else:
+            unchanged += 1
+    known = {record.file for record in index.records}
+    new = [_Job("new", rel) for rel in present if rel not in known]
+    return checks + labels + new, gone, unchanged
+
+
+class _Run:
+    """One ``build_index`` run over a loaded index (held under the folder's write lock)."""
+
+    def __init__(
+        self,
+        index: ImageIndex,
+        images_dir: Path,
+        embedder: ImageEmbedder,
+        detector: YoloDetector | None,
+        workers: int | None,
+        batch_size: int,
+        skip_copies: bool,
+        copy_threshold: int,
+    ) -> None:
+        self.index = index
+        self.images_dir = images_dir
+        self.embedder = embedder
+        self.detector = detector
+        self.workers = workers
+        self.batch_size = batch_size
+        self.skip_copies = skip_copies
+        self.copy_threshold = copy_threshold
+        self.thumbnails = index.root / gens.THUMBNAILS
+
+    def run(
+        self, coco: str | Path | None, ann_mode: AnnMode, ann_threshold: int, progress: bool
+    ) -> BuildReport:
+        from tqdm import tqdm
+
+        index = self.index
+        jobs, gone, unchanged = _jobs(index, self.images_dir, self.detector)
+        self.thumbnails.mkdir(parents=True, exist_ok=True)
+        changes = _Changes(removed=set(gone), kept={}, changed={}, added=[])
+        labels: dict[str, tuple[Any, ...]] = {}
+        skipped: list[str] = []
+        copies: list[CopyFound] = []
+        copy_index: CopyIndex | None = None
+        number, folder, previous = start_generation(index.root)
+        rows_path = folder / ".new-rows.f32"
+        committed = False
+        try:
+            with (
+                open(rows_path, "wb") as rows_file,
+                tqdm(total=len(jobs), desc="indexing", unit="img", disable=not progress) as bar,
+            ):
+                batch: list[_Prepared] = []
+                written = 0
+
+                def flush() -> None:
+                    nonlocal written
+                    if batch:
+                        vectors = self.embedder.embed_prepared(np.stack([p.embedding_input for p in batch]))  # type: ignore[misc]
+                        rows_file.write(np.ascontiguousarray(vectors, np.float32).tobytes())
+                        for offset, item in enumerate(batch):
+                            if item.job.kind == "new":
+                                changes.added.append((item.record, written + offset))
+                            else:
+                                changes.changed[item.job.position] = (item.record, written + offset)
+                        written += len(batch)
+                        bar.update(len(batch))
+                        batch.clear()
+
+                for item in self._prepared(jobs):
+                    if isinstance(item, _Skipped):
+                        skipped.append(self._skip(item, changes))
+                        bar.update(1)
+                        continue
+                    if item.embedding_input is not None and item.job.kind == "new":
+                        if copy_index is None:  # every indexed file is resolved by now (they come first)
+                            copy_index = self._copy_index(changes, batch)
+                        found = self._screen(item.record, copy_index)
+                        if found is not None:
+                            copies.append(found)
+                            if self.skip_copies:
+                                bar.update(1)
+                                continue
+                    if item.detector_input is not None and self.detector is not None:
+                        labels[item.record.file] = self.detector.detect_prepared(*item.detector_input)
+                        item = replace(item, detector_input=None)  # 5 MB at 640 px: not kept for the batch
+                    if item.embedding_input is None:  # same bytes (touched, adopted, labelled): the row stays
+                        unchanged += 1
+                        changes.kept[item.job.position] = item.record
+                        bar.update(1)
+                        continue
+                    batch.append(item)
+                    if len(batch) >= self.batch_size:
+                        flush()
+                flush()
+            records, sources = _assemble(index.records, changes, labels)
+            if coco is not None:
+                records = apply_coco(records, load_coco_labels(Path(coco)))
+            models = {
+                "embedder": self.embedder.info(),
+                "detector": self.detector.info() if self.detector else index.models.get("detector"),
+            }
+            upgraded = index.generation == 0 and (index.root / gens.POINTER).is_file()
+            rows_moved = bool(changes.removed or changes.changed or changes.added)
+            writer = _GenerationWriter(index, folder, number, records, sources, rows_path, self.embedder.dim)
+            ann_report = writer.write_rows_and_ann(rows_moved, ann_mode, ann_threshold)
+            nothing_new = (
+                not rows_moved
+                and records == index.records
+                and models == index.models
+                and not upgraded
+                and (ann_report is None or ann_report.action == "kept")
+                and index.generation > 0
+            )
+            if nothing_new:
+                ann_report = ann_report if ann_report is None else replace(ann_report, info=index.ann_info)
+            else:
+                writer.commit(models, previous)
+                committed = True
+        finally:
+            if not committed:
+                shutil.rmtree(folder, ignore_errors=True)
+        return BuildReport(
+            added=len(changes.added),
+            skipped=skipped,
+            total=len(records),
+            labelled=len(labels),
+            ann=ann_report,
+            changed=len(changes.changed),
+            removed=len(changes.removed),
+            unchanged=unchanged,
+            copies=tuple(copies),
+            copies_skipped=self.skip_copies,
+            generation=number if committed else index.generation,
+            committed=committed,
+            upgraded=upgraded and committed,
         )
 
-    threads = workers or min(4, os.cpu_count() or 1)
-    # A bounded window of work in flight (executor.map would submit, and hold, every image at once):
-    # while the model runs on one batch, the workers prepare the next one.
-    window = batch_size + 2 * threads
-    with ThreadPoolExecutor(threads, thread_name_prefix="index-prepare") as pool:
-        pending: deque[Future[_Prepared | str]] = deque()
-        remaining = iter(jobs)
-        for job in remaining:
-            pending.append(pool.submit(prepare, job))
-            if len(pending) >= window:
-                break
-        while pending:
-            result = pending.popleft().result()
-            next_job = next(remaining, None)
-            if next_job is not None:
-                pending.append(pool.submit(prepare, next_job))
-            yield result
+    def _skip(self, item: _Skipped, changes: _Changes) -> str:
+        """A file that does not read: an indexed one leaves the index (its old row would lie)."""
+        logger.warning("skipped %s: %s", item.job.file, item.reason)
+        if item.job.kind in ("check", "adopt"):
+            changes.removed.add(item.job.position)
+            return f"{item.job.file}: {item.reason} (removed from the index)"
+        return f"{item.job.file}: {item.reason}"
+
+    def _copy_index(self, changes: _Changes, batch: list[_Prepared]) -> CopyIndex:
+        """The fingerprints of every indexed file that stays, as this run leaves them."""
+        current: dict[int, IndexedImage] = dict(enumerate(self.index.records))
+        current.update(changes.kept)
+        current.update({position: record for position, (record, _) in changes.changed.items()})
+        current.update({item.job.position: item.record for item in batch if item.job.kind != "new"})
+        copy_index = CopyIndex(self.copy_threshold)
+        for position, record in current.items():
+            if position not in changes.removed and record.fingerprint:
+                copy_index.add(record.file, Fingerprint.from_hex(record.fingerprint))
+        return copy_index
+
+    def _screen(self, record: IndexedImage, copy_index: CopyIndex) -> CopyFound | None:
+        assert record.fingerprint is not None
+        fp = Fingerprint.from_hex(record.fingerprint)
+        match = copy_index.find(fp)
+        if match is None or not self.skip_copies:
+            copy_index.add(record.file, fp)  # later files in this run are screened against it too
+        return None if match is None else CopyFound(record.file, match.key, match.distance)
+
+    # --- the worker side ----------------------------------------------------------------------
+
+    def _prepared(self, jobs: list[_Job]) -> Iterator[_Prepared | _Skipped]:
+        """Jobs prepared in worker threads, yielded in order."""
+        threads = self.workers or min(4, os.cpu_count() or 1)
+        # A bounded window of work in flight (executor.map would submit, and hold, every image at once):
+        # while the model runs on one batch, the workers prepare the next one.
+        window = self.batch_size + 2 * threads
+        with ThreadPoolExecutor(threads, thread_name_prefix="index-prepare") as pool:
+            pending: deque[Future[_Prepared | _Skipped]] = deque()
+            remaining = iter(jobs)
+            for job in remaining:
+                pending.append(pool.submit(self._prepare, job))
+                if len(pending) >= window:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                next_job = next(remaining, None)
+                if next_job is not None:
+                    pending.append(pool.submit(self._prepare, next_job))
+                yield result
+
+    def _prepare(self, job: _Job) -> _Prepared | _Skipped:
+        path = self.images_dir / job.file
+        try:
+            if job.kind == "label":
+                assert job.record is not None
+                return _Prepared(job, job.record, None, self._detector_input(open_image(path)))
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = fh.read()
+        except ImageEncodingError as exc:
+            return _Skipped(job, str(exc))
+        except OSError as exc:
+            return _Skipped(job, f"cannot read the file: {exc.strerror or exc}")
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+        record = job.record
+        try:
+            if record is not None and (job.kind == "check" and digest == record.digest):
+                return self._unchanged(
+                    job, replace(record, size=size, mtime_ns=mtime_ns, digest=digest), data
+                )
+            if (
+                record is not None
+                and job.kind == "adopt"
+                and _upright_size(data) == (record.width, record.height)
+            ):
+                return self._unchanged(
+                    job,
+                    replace(
+                        record,
+                        size=size,
+                        mtime_ns=mtime_ns,
+                        digest=digest,
+                        fingerprint=self._adopted_fingerprint(record, data),
+                    ),
+                    data,
+                )
+            image = open_image(data)
+        except ImageEncodingError as exc:
+            return _Skipped(job, str(exc))
+        image_id = image_id_for(job.file)
+        thumb = image.copy()
+        # reducing_gap=1: a cheap integer box reduction first, Lanczos only for the last step.
+        thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS, reducing_gap=1.0)
+        # Named by content: a changed file gets a new name, so a generation still being served keeps its own.
+        thumb_name = f"{image_id}-{digest[:16]}.webp"
+        if not (self.thumbnails / thumb_name).is_file():
+            _write_thumbnail(thumb, self.thumbnails / thumb_name)
+        new = IndexedImage(
+            image_id, job.file, image.width, image.height,
+            size=size, mtime_ns=mtime_ns, digest=digest, fingerprint=fingerprint_image(thumb).to_hex(), thumb=thumb_name,
+        )  # fmt: skip
+        return _Prepared(job, new, self.embedder.prepare(image), self._detector_input(image))
+
+    def _unchanged(self, job: _Job, record: IndexedImage, data: bytes) -> _Prepared:
+        """Same bytes (or a format-1 record whose image still has its size): the row stays; labels if wanted."""
+        wants_labels = self.detector is not None and record.detections is None
+        return _Prepared(job, record, None, self._detector_input(open_image(data)) if wants_labels else None)
+
+    def _adopted_fingerprint(self, record: IndexedImage, data: bytes) -> str:
+        """A format-1 record's fingerprint, from its thumbnail when it has one (a 256 px decode)."""
+        thumbnail = self.thumbnails / record.thumbnail_name
+        try:
+            with Image.open(thumbnail) as thumb:
+                return fingerprint_image(thumb.convert("RGB")).to_hex()
+        except OSError:
+            image = open_image(data)
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS, reducing_gap=1.0)
+            return fingerprint_image(image).to_hex()
+
+    def _detector_input(self, image: Image.Image) -> tuple[np.ndarray, Letterbox] | None:
+        return self.detector.prepare(image) if self.detector is not None else None
 
 
-def _write(
-    index: ImageIndex,
-    records: list[IndexedImage],
-    rows_path: Path,
-    embedder: ImageEmbedder,
-    models: dict[str, Any],
-    ann_mode: AnnMode,
-    ann_threshold: int,
-) -> AnnReport | None:
-    """Old rows + new rows into a new ``embeddings.npy``, chunk by chunk; the ANN file, if any, to a new
-    name; then manifest; then metadata (naming the ANN file), so an interruption anywhere before that
-    leaves the previous ``index.json`` and the files it names whole."""
-    dim = embedder.dim
-    count = rows_path.stat().st_size // (4 * dim)
-    new_rows = np.memmap(rows_path, np.float32, "r", shape=(count, dim)) if count else np.zeros((0, dim), np.float32)
-    old_rows = index.embeddings
-    total = len(old_rows) + len(new_rows)
-    if total != len(records):
-        raise RuntimeError(f"index build is inconsistent: {len(records)} records, {total} rows")
-    root = index.root
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".embeddings.npy.", suffix=".tmp")
-    os.close(fd)
+def _upright_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height after EXIF orientation, from the header alone (no decoding)."""
     try:
-        target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim))
-        position = 0
-        for source in (old_rows, new_rows):
-            for start in range(0, len(source), COPY_ROWS):
-                chunk = source[start : start + COPY_ROWS]
-                target[position : position + len(chunk)] = chunk
-                position += len(chunk)
-        target.flush()
-        ann_report, ann_info = _update_ann(index, target, len(new_rows), ann_mode, ann_threshold)
-        del target
-        del new_rows
-        os.replace(tmp, root / "embeddings.npy")
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            orientation = image.getexif().get(_ORIENTATION, 1)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _write_thumbnail(thumb: Image.Image, path: Path) -> None:
+    """Temp file then rename: a reader (a running server) never sees half a thumbnail."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            thumb.save(fh, format="WEBP", quality=80)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _atomic_write(
-        root / "manifest.jsonl",
-        lambda fh: fh.writelines((json.dumps(r.to_json()) + "\n").encode("utf-8") for r in records),
-    )
-    meta = {
-        "format": FORMAT_VERSION,
-        "embedder": embedder.name,
-        "dim": dim,
-        "count": len(records),
-        "images_dir": str(index.images_dir.resolve()),
-        "models": models,
-    }
-    if ann_info is not None:
-        meta["ann"] = ann_info.to_json()
-    _atomic_write(root / "index.json", lambda fh: fh.write(json.dumps(meta, indent=2).encode("utf-8")))
-    remove_stale(root, ann_info.file if ann_info else None)
-    return ann_report
 
 
-def _update_ann(
-    index: ImageIndex, rows: np.ndarray, added: int, mode: AnnMode, threshold: int
-) -> tuple[AnnReport | None, AnnInfo | None]:
-    """Grow the recorded ANN index by the last ``added`` rows, build one, keep it, or drop it."""
-    recorded = index.ann_info
-    if not wants_ann(mode, len(rows), has_ann=recorded is not None, threshold=threshold):
-        return (AnnReport("removed", 0, 0) if recorded else None), None
-    existing = None
-    if recorded is not None:
-        try:
-            existing = AnnIndex.load(index.root, recorded, rows=len(index))
-        except AnnError as exc:  # a missing or foreign file: rebuilding is the only way on
-            logger.warning("rebuilding the ANN index: %s", exc)
-    if existing is not None and recorded is not None:
-        if not added:
-            return AnnReport("kept", 0, existing.count, recorded), recorded
-        existing.add(rows[len(rows) - added :])
-        # New rows can shift the recall a given nprobe reaches (new lists fill, new kinds of images):
-        # measured again over all the rows, like at the build.
-        existing.tune(rows)
-        info = existing.write(index.root)
-        return AnnReport("added", added, existing.count, info), info
-    built = AnnIndex.build(rows)
-    info = built.write(index.root)
-    return AnnReport("built", len(rows), built.count, info), info
+# --- assembling the new generation ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where each row of the new generation comes from."""
+
+    kept: int
+    """Rows ``0..kept-1`` start as the old rows at the same positions."""
+    moved: list[tuple[int, int]]
+    """(new position, old position): the last rows moved into the places of removed ones."""
+    fresh: list[tuple[int, int]]
+    """(new position, row in the new-rows file): changed and added images."""
+    deleted: np.ndarray
+    """Old positions whose row leaves its place (the ANN index removes these ids)."""
+
+
+def _assemble(
+    old: list[IndexedImage], changes: _Changes, labels: dict[str, tuple[Any, ...]]
+) -> tuple[list[IndexedImage], _Sources]:
+    """The new records in row order. A removed row's place goes to the last row (so every other row
+    keeps its position and its ANN id); changed rows stay in place; added rows go at the end."""
+    alive = [p for p in range(len(old)) if p not in changes.removed]
+    kept = len(alive)
+    holes = [p for p in sorted(changes.removed) if p < kept]
+    movers = [p for p in alive if p >= kept]
+    source = list(range(kept))
+    for hole, mover in zip(holes, movers, strict=True):
+        source[hole] = mover
+    records: list[IndexedImage] = []
+    fresh: list[tuple[int, int]] = []
+    for position, was in enumerate(source):
+        if was in changes.changed:
+            record, row = changes.changed[was]
+            fresh.append((position, row))
+        else:
+            record = changes.kept.get(was, old[was])
+        records.append(record)
+    for record, row in changes.added:
+        fresh.append((len(records), row))
+        records.append(record)
+    records = [
+        replace(r, detections=labels[r.file]) if r.detections is None and r.file in labels else r
+        for r in records
+    ]
+    deleted = np.array(sorted(changes.removed | set(movers) | set(changes.changed)), np.int64)
+    moved = [(hole, mover) for hole, mover in zip(holes, movers, strict=True)]
+    return records, _Sources(kept, moved, fresh, deleted)
+
+
+class _GenerationWriter:
+    """Writes one generation folder (rows, ANN file, manifest, metadata), then commits it."""
+
+    def __init__(
+        self,
+        index: ImageIndex,
+        folder: Path,
+        number: int,
+        records: list[IndexedImage],
+        sources: _Sources,
+        rows_path: Path,
+        dim: int,
+    ) -> None:
+        self.index = index
+        self.folder = folder
+        self.number = number
+        self.records = records
+        self.sources = sources
+        self.rows_path = rows_path
+        self.dim = dim
+        self.ann_info: AnnInfo | None = None
+
+    def write_rows_and_ann(self, rows_moved: bool, ann_mode: AnnMode, ann_threshold: int) -> AnnReport | None:
+        target_path = self.folder / gens.EMBEDDINGS
+        old_path = self.index.folder / gens.EMBEDDINGS
+        if not rows_moved and old_path.is_file():
+            gens.link_or_copy(old_path, target_path)
+            rows = np.load(target_path, mmap_mode="r")
+        elif not self.records:
+            rows = np.zeros((0, self.dim), np.float32)
+            gens.write_file(target_path, lambda fh: np.save(fh, rows))
+        else:
+            rows = self._assemble_rows(target_path)
+        self.rows_path.unlink(missing_ok=True)
+        return self._update_ann(rows, rows_moved, ann_mode, ann_threshold)
+
+    def _assemble_rows(self, target_path: Path) -> np.ndarray:
+        """Old rows kept in place, moved rows, then changed and new ones: chunk by chunk, never all in memory."""
+        dim, src = self.dim, self.sources
+        count = self.rows_path.stat().st_size // (4 * dim)
+        new_rows = (
+            np.memmap(self.rows_path, np.float32, "r", shape=(count, dim))
+            if count
+            else np.zeros((0, dim), np.float32)
+        )
+        old_rows = self.index.embeddings
+        target = np.lib.format.open_memmap(
+            target_path, mode="w+", dtype=np.float32, shape=(len(self.records), dim)
+        )
+        for start in range(0, src.kept, COPY_ROWS):
+            end = min(src.kept, start + COPY_ROWS)
+            target[start:end] = old_rows[start:end]
+        for position, was in src.moved:
+            target[position] = old_rows[was]
+        for position, row in src.fresh:
+            target[position] = new_rows[row]
+        target.flush()
+        del new_rows
+        gens.fsync_path(target_path)
+        return target
+
+    def _update_ann(
+        self, rows: np.ndarray, rows_moved: bool, mode: AnnMode, threshold: int
+    ) -> AnnReport | None:
+        """Update the recorded ANN index by the rows that moved, build one, keep it, or drop it."""
+        index, recorded = self.index, self.index.ann_info
+        if not wants_ann(mode, len(rows), has_ann=recorded is not None, threshold=threshold):
+            return AnnReport("removed", 0, 0) if recorded else None
+        existing = None
+        if recorded is not None:
+            try:
+                existing = AnnIndex.load(index.folder, recorded, rows=len(index))
+            except AnnError as exc:  # a missing or foreign file: rebuilding is the only way on
+                logger.warning("rebuilding the ANN index: %s", exc)
+        if existing is not None and recorded is not None:
+            if not rows_moved:
+                gens.link_or_copy(index.folder / recorded.file, self.folder / ANN_FILE_NAME)
+                self.ann_info = replace(recorded, file=ANN_FILE_NAME)
+                return AnnReport("kept", 0, existing.count, self.ann_info)
+            src = self.sources
+            deleted = existing.remove(src.deleted)
+            positions = np.array(sorted([p for p, _ in src.moved] + [p for p, _ in src.fresh]), np.int64)
+            existing.put(np.asarray(rows[positions], np.float32), positions)
+            # Changed rows can shift the recall a given nprobe reaches (new lists fill, new kinds of
+            # images): measured again over all the rows, like at the build.
+            existing.tune(rows)
+            self.ann_info = existing.write(self.folder, ANN_FILE_NAME, replace=False)
+            action: Literal["added", "updated"] = "added" if deleted == 0 else "updated"
+            return AnnReport(action, len(positions), existing.count, self.ann_info, deleted=deleted)
+        built = AnnIndex.build(rows)
+        self.ann_info = built.write(self.folder, ANN_FILE_NAME, replace=False)
+        return AnnReport("built", len(rows), built.count, self.ann_info)
+
+    def commit(self, models: dict[str, Any], previous: str | None) -> None:
+        write_manifest(self.folder, self.records)
+        index = self.index
+        meta = index_metadata(
+            self.number, index.embedder, self.dim, self.records, index.images_dir, models, self.ann_info
+        )
+        gens.write_file(
+            self.folder / gens.META, lambda fh: fh.write(json.dumps(meta, indent=2).encode("utf-8"))
+        )
+        gens.commit(index.root, self.number, previous)

@@ -27,7 +27,9 @@ from simages_server.ann import AnnIndex
 from simages_server.ann_tuning import TARGET_RECALL, tuning_sample
 from simages_server.cli import main as server_main
 from simages_server.embedders import DescriptorEmbedder
-from simages_server.index import ImageIndex, IndexedImage, build_index, image_id_for
+from simages_server.generations import read_pointer
+from simages_server.index import ImageIndex, IndexedImage, image_id_for, read_meta
+from simages_server.indexing import build_index
 from simages_server.testing import ServerProcess, free_port
 
 API_KEY = "ann-test-key"
@@ -109,14 +111,33 @@ def _serve(index_dir: Path, tmp_path: Path) -> ServerProcess:
 
 
 def _meta(index_dir: Path) -> dict:
-    return json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
+    return read_meta(index_dir)
+
+
+def _write_meta(index_dir: Path, meta: dict) -> None:
+    """Edit the current generation's metadata in place (to make it wrong)."""
+    (read_pointer(index_dir).folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _ann_path(index_dir: Path) -> Path:
+    return read_pointer(index_dir).folder / _meta(index_dir)["ann"]["file"]
 
 
 
 def _saved_without_files(tmp_path: Path, rows: np.ndarray) -> tuple[Path, Path]:
-    """An index of ``rows`` whose images are not on disk (five real files to grow it with): (images, index)."""
-    records = [IndexedImage(image_id_for(f"old/r{i}.png"), f"old/r{i}.png", 64, 64) for i in range(len(rows))]
+    """An index of ``rows`` whose images are placeholder files recorded with their size and mtime (so a run
+    never reads them again), and five real files to grow it with: (images, index)."""
     images, out = tmp_path / "images", tmp_path / "index"
+    (images / "old").mkdir(parents=True)
+    records = []
+    for i in range(len(rows)):
+        path = images / "old" / f"r{i}.png"
+        path.write_bytes(b"%d" % i)
+        st = path.stat()
+        records.append(
+            IndexedImage(image_id_for(f"old/r{i}.png"), f"old/r{i}.png", 64, 64, size=st.st_size,
+                         mtime_ns=st.st_mtime_ns, digest=f"{i:032x}", fingerprint=None)
+        )  # fmt: skip
     _write_images(images, 0, 5)
     ImageIndex(out, images, records, rows, DescriptorEmbedder().name).save()
     return images, out
@@ -180,7 +201,7 @@ def test_tuned_nprobe_holds_recall_on_shared_direction_rows_that_defeat_the_old_
     assert len(queries) == 100
 
     # The old formula on the same file: the data really is the hard kind.
-    old = AnnIndex.load(out, dataclasses.replace(index.ann_info, nprobe=_old_nprobe(nlist)), rows=len(all_rows))
+    old = AnnIndex.load(index.folder, dataclasses.replace(index.ann_info, nprobe=_old_nprobe(nlist)), rows=len(all_rows))
     old_recall = _recall([[i for i, _ in old.search(all_rows[q], 11)] for q in queries], all_rows, queries)
     assert old_recall < 0.95, old_recall
 
@@ -220,7 +241,7 @@ def test_threshold_decides_between_ann_and_exact_search(tmp_path):
     assert above.ann is not None and above.ann.action == "built" and above.ann.count == 60
     assert below.ann is None
     assert _meta(tmp_path / "above")["ann"]["count"] == 60 and "ann" not in _meta(tmp_path / "below")
-    assert not list((tmp_path / "below").glob("ann-*"))
+    assert not list(read_pointer(tmp_path / "below").folder.glob("ann*"))
 
     exact = ImageIndex.load(tmp_path / "below")
     assert exact.ann is None and not isinstance(exact.embeddings, np.memmap)
@@ -242,18 +263,19 @@ def test_growing_adds_to_the_loaded_ann_index_without_rebuilding(tmp_path, capsy
     assert "built the ANN index over 60 rows" in printed
     assert "ANN index: 60 rows, nprobe 1 of 1 lists, recall@10 1.000 on 60 sampled queries" in printed
     first = _meta(out)["ann"]
-    centroids = AnnIndex.load(out, ann_module.AnnInfo.from_json(first, out), rows=60).centroids()
+    first_folder = read_pointer(out).folder
+    centroids = AnnIndex.load(first_folder, ann_module.AnnInfo.from_json(first, out), rows=60).centroids()
 
     _write_images(images, 60, 25)
     assert server_main(["index", str(images), "--out", str(out), "--ann-threshold", "50"]) == 0
     printed = capsys.readouterr().out
     assert "added 25 to the ANN index (85 rows)" in printed
     grown = _meta(out)["ann"]
-    assert grown["count"] == 85 and grown["file"] != first["file"]
+    assert grown["count"] == 85 and read_pointer(out).folder != first_folder
     # Tuned again after the growth, over all 85 rows (the sample is every row at this size).
     assert (grown["recall"], grown["tuned_queries"]) == (1.0, 85) and first["tuned_queries"] == 60
     assert "recall@10 1.000 on 85 sampled queries" in printed
-    assert not (out / first["file"]).exists()  # the previous generation is cleaned up
+    assert first_folder.exists()  # the previous generation stays (a server may still be on it)...
     index = ImageIndex.load(out)
     assert index.ann is not None and index.ann.count == 85
     # Same k-means centroids: the old part was loaded and extended, not trained again.
@@ -261,22 +283,24 @@ def test_growing_adds_to_the_loaded_ann_index_without_rebuilding(tmp_path, capsy
     new_record = index.records[-1]
     assert index.nearest(np.asarray(index.embeddings[len(index) - 1]), 1)[0][0] == index.position(new_record.id)
 
-    # Nothing new: the ANN file stays as it is.
+    # Nothing new: the ANN file stays as it is, and no generation is written.
     assert server_main(["index", str(images), "--out", str(out), "--ann-threshold", "50"]) == 0
-    assert "ANN index unchanged (85 rows)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ANN index unchanged (85 rows)" in printed and "nothing changed" in printed
     assert _meta(out)["ann"] == grown
 
     # --ann off goes back to exact search and removes the file.
     assert server_main(["index", str(images), "--out", str(out), "--ann", "off"]) == 0
     assert "removed the ANN index" in capsys.readouterr().out
-    assert "ann" not in _meta(out) and not list(out.glob("ann-*"))
+    assert "ann" not in _meta(out) and not list(read_pointer(out).folder.glob("ann*"))
+    assert not first_folder.exists()  # ...until two newer ones replaced it
 
 
 def test_an_interrupted_ann_write_leaves_the_old_index_servable(tmp_path, monkeypatch):
     images, out = tmp_path / "images", tmp_path / "index"
     _write_images(images, 0, 60)
     build_index(images, out, progress=False, ann_threshold=50)
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
 
     faiss = ann_module._faiss()
     real_write = faiss.write_index
@@ -293,8 +317,11 @@ def test_an_interrupted_ann_write_leaves_the_old_index_servable(tmp_path, monkey
         build_index(images, out, progress=False, ann_threshold=50)
     monkeypatch.setattr(faiss, "write_index", real_write)
 
-    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    assert after == before  # no temp file left, nothing replaced
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    # Nothing replaced, no unfinished generation left (the new thumbnails are removed by the next run).
+    assert {k: v for k, v in after.items() if k.parts[0] != "thumbnails"} == {
+        k: v for k, v in before.items() if k.parts[0] != "thumbnails"
+    }
     with _serve(out, tmp_path) as server:
         record = ImageIndex.load(out).records[5]
         assert _search_ids(server, record.id)[0][0] == record.id
@@ -324,23 +351,23 @@ def test_serve_refuses_an_ann_file_that_disagrees_with_the_manifest(tmp_path):
     build_index(tmp_path / "images60", small, progress=False, ann_threshold=50)
     build_index(images, big, progress=False, ann_threshold=50)
     meta = _meta(big)
-    (big / meta["ann"]["file"]).write_bytes((small / _meta(small)["ann"]["file"]).read_bytes())
+    _ann_path(big).write_bytes(_ann_path(small).read_bytes())
 
     refused = _serve_refusal(big)
     assert refused.returncode == 2
     assert "holds 60 rows of dimension" in refused.stderr and "records 70" in refused.stderr
     assert "does not belong to this index" in refused.stderr
 
-    # index.json's own count disagreeing with the manifest is refused too, before the file is read.
+    # The metadata's own count disagreeing with the manifest is refused too, before the file is read.
     meta["ann"]["count"] = 69
-    (big / "index.json").write_text(json.dumps(meta), encoding="utf-8")
+    _write_meta(big, meta)
     refused = _serve_refusal(big)
     assert refused.returncode == 2 and "records an ANN index of 69 rows for 70 images" in refused.stderr
 
     # A missing file is named.
     meta["ann"]["count"] = 70
     meta["ann"]["file"] = "ann-999.faiss"
-    (big / "index.json").write_text(json.dumps(meta), encoding="utf-8")
+    _write_meta(big, meta)
     refused = _serve_refusal(big)
     assert refused.returncode == 2 and "ann-999.faiss" in refused.stderr and "is missing" in refused.stderr
 
@@ -349,7 +376,7 @@ def test_growing_over_a_foreign_ann_file_rebuilds_it(tmp_path, caplog):
     images, out = tmp_path / "images", tmp_path / "index"
     _write_images(images, 0, 60)
     build_index(images, out, progress=False, ann_threshold=50)
-    (out / _meta(out)["ann"]["file"]).write_bytes(b"not a faiss index")
+    _ann_path(out).write_bytes(b"not a faiss index")
     _write_images(images, 60, 5)
     report = build_index(images, out, progress=False, ann_threshold=50)
     assert report.ann is not None and (report.ann.action, report.ann.count) == ("built", 65)
@@ -374,7 +401,7 @@ def test_a_malformed_ann_record_is_named(tmp_path, patch, message):
     build_index(images, out, progress=False, ann_threshold=50)
     meta = _meta(out)
     meta["ann"].update(patch)
-    (out / "index.json").write_text(json.dumps(meta), encoding="utf-8")
+    _write_meta(out, meta)
     with pytest.raises(ann_module.AnnError, match=message.replace("(", r"\(")):
         ImageIndex.load(out)
 

@@ -16,7 +16,8 @@ from tokenizers import Tokenizer
 import simages_core as sc
 from simages_server.clip import ClipEmbedder, ClipPreprocess
 from simages_server.detector import YoloDetector
-from simages_server.index import ImageIndex, build_index
+from simages_server.index import ImageIndex
+from simages_server.indexing import build_index
 from simages_server.models import ModelError
 from simages_server.testing import ServerProcess
 

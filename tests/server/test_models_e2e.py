@@ -14,7 +14,9 @@ from PIL import Image
 import simages_core as sc
 from simages_server.cli import main as server_main
 from simages_server.embedders import DescriptorEmbedder
-from simages_server.index import ImageIndex, build_index
+from simages_server.generations import read_pointer
+from simages_server.index import ImageIndex
+from simages_server.indexing import build_index
 from simages_server.testing import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -86,9 +88,10 @@ def test_serving_never_mixes_models(own, tmp_path, monkeypatch, capsys):
     assert code == 2 and "CLIP model folder not found" in capsys.readouterr().err
     # A recorded model that is gone: the message says where the path came from and which flag helps.
     moved = shutil.copytree(own.index_dir, tmp_path / "index-copy")
-    meta = json.loads((moved / "index.json").read_text())
+    meta_path = read_pointer(moved).folder / "meta.json"
+    meta = json.loads(meta_path.read_text())
     meta["models"]["detector"]["file"] = str(tmp_path / "gone.onnx")
-    (moved / "index.json").write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps(meta))
     assert server_main(["serve", "--index", str(moved)]) == 2
     err = capsys.readouterr().err
     assert "YOLOv7 detector not found" in err and "gone.onnx" in err and "pass --detector FILE.onnx" in err

@@ -17,7 +17,8 @@ from simages_server.app import ServerSettings, SimilarImagesApp
 from simages_server.cli import main as server_main
 from simages_server.clip import ClipEmbedder
 from simages_server.embedders import DescriptorEmbedder
-from simages_server.index import ImageIndex, build_index
+from simages_server.index import ImageIndex
+from simages_server.indexing import build_index
 from simages_server.testing import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -90,7 +91,7 @@ def test_incremental_index_adds_only_new_images(tmp_path):
     index = ImageIndex.load(tmp_path / "index")
     assert [r.id for r in index.records][:2] == ids_before
     assert index.embeddings.shape == (3, DescriptorEmbedder().dim)
-    assert all((tmp_path / "index" / "thumbnails" / f"{r.id}.webp").is_file() for r in index.records)
+    assert all(index.thumbnail_path(r.id).is_file() for r in index.records)
     assert build_index(images, tmp_path / "index", progress=False).added == 0
 
 
