@@ -18,6 +18,7 @@ from ._config import ENV_API_URL, parse_base_url, resolve_base_url
 from ._exceptions import InvalidRequest, SimilarImagesError
 from ._models import SearchResult
 from ._query import Query
+from .identity import ThumbnailFingerprints
 from .protocol import MAX_NUM_SIMILAR, result_to_body
 
 EXIT_OK, EXIT_API_ERROR, EXIT_INVALID = 0, 1, 2
@@ -70,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--text", help="text query")
     search.add_argument("-n", "--num-similar", default="1", help=f"1..{MAX_NUM_SIMILAR} (default 1)")
     search.add_argument("--labels", action="store_true", help="add COCO-YOLOv7 detections")
-    search.add_argument("--json", action="store_true", help="print the result body as JSON")
+    search.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result body as JSON, as the API sent it (no copies collapsed)",
+    )
+    search.add_argument(
+        "--all",
+        action="store_true",
+        help="list copies of one image (resized, recompressed, cropped, mirrored, ...) each on its own row; "
+        "by default they are collapsed into the best-scored one, shown with 'N copies' (read from thumbnails)",
+    )
     search.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
 
     usage = commands.add_parser("usage", help="requests sent, cached and failed per day")
@@ -107,8 +118,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     if args.json:
         json.dump(result_to_body(result), out, indent=2)
         out.write("\n")
-    else:
-        out.write(format_table(result))
+        return EXIT_OK
+    if not args.all and len(result.images) > 1:
+        # A thumbnail that cannot be read only leaves its image uncollapsed: never an error.
+        with ThumbnailFingerprints() as fingerprints:
+            result = result.collapse_copies(fingerprints(result.images))
+    out.write(format_table(result))
     return EXIT_OK
 
 
@@ -130,24 +145,40 @@ def _client(args: argparse.Namespace, *, cache: bool | str) -> SimilarImagesClie
 
 
 def format_table(result: SearchResult) -> str:
-    """A fixed-width table: rank, score, id, detected classes (when asked), URL."""
+    """A fixed-width table: rank, score, id, copies (when collapsed), detected classes (when asked), URL."""
     if not result.images:
         return "no similar images found\n"
+    show_copies = result.copies_collapsed and any(image.copies for image in result.images)
     rows = []
     for rank, image in enumerate(result.images, start=1):
         row = [str(rank), f"{image.score:.4f}", image.id]
+        if show_copies:
+            count = len(image.copies)
+            row.append(f"{count} {'copy' if count == 1 else 'copies'}" if count else "-")
         if result.labels_requested:
             counts = Counter(d.name for d in image.detections or ())
             row.append(", ".join(f"{n}×{c}" if c > 1 else n for n, c in counts.most_common()) or "-")
         row.append(image.url)
         rows.append(row)
-    header = ["#", "score", "id", *(["labels"] if result.labels_requested else []), "url"]
+    header = [
+        "#",
+        "score",
+        "id",
+        *(["copies"] if show_copies else []),
+        *(["labels"] if result.labels_requested else []),
+        "url",
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     suffix = " (from cache)" if result.from_cache else ""
+    collapsed = sum(len(image.copies) for image in result.images)
+    if collapsed:
+        suffix += (
+            f", {collapsed} {'copy' if collapsed == 1 else 'copies'} of them not listed (--all lists them)"
+        )
     return "\n".join(lines) + f"\n{len(rows)} image(s){suffix}\n"
 
 
