@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from simages_core.identity import COPY_DISTANCE, Fingerprint, fingerprint
+from simages_core.identity import COPY_DISTANCE, CROPS, HASH_BITS, CopyIndex, Fingerprint, fingerprint
 
 MIN_RECALL = 0.98
 MAX_FALSE_MERGES = 0.01
@@ -386,6 +386,25 @@ def ms_per_fingerprint(datas: Sequence[bytes], fn: Callable[[bytes], object], re
     return best * 1000
 
 
+INDEX_SIZE = 100_000
+
+
+def ms_per_lookup(lookups: int = 50) -> float:
+    """``CopyIndex.find`` among ``INDEX_SIZE`` random fingerprints (a large dataset's worth)."""
+    rng = np.random.default_rng(0)
+    bits = HASH_BITS * len(CROPS)
+
+    def random_fp() -> Fingerprint:
+        return Fingerprint(*(int.from_bytes(rng.bytes(bits // 8), "big") for _ in range(2)))
+
+    index = CopyIndex(items=((str(i), random_fp()) for i in range(INDEX_SIZE)))
+    queries = [random_fp() for _ in range(lookups)]
+    start = time.perf_counter()
+    for query in queries:
+        index.find(query)
+    return (time.perf_counter() - start) / lookups * 1000
+
+
 def large_jpeg(photo: Image.Image) -> bytes:
     """A 12-megapixel camera-sized JPEG made from a real photo (4000x3000, q90)."""
     return encode(photo.resize((4000, 3000), Image.Resampling.BICUBIC), "JPEG", 90)
@@ -442,6 +461,7 @@ def main() -> int:
         f"photo file (PNG/JPEG, ~0.3-1 MP) {ms_per_fingerprint(files, fingerprint):.2f}, "
         f"12 MP JPEG {ms_per_fingerprint(big, fingerprint):.1f}"
     )
+    print(f"CopyIndex lookup among {INDEX_SIZE:,} fingerprints: {ms_per_lookup():.1f} ms")
     recall = scores.recall(COPY_DISTANCE)
     false_merges = scores.false_merges(COPY_DISTANCE)
     print(
