@@ -23,7 +23,7 @@ from fiftyone.core.utils import to_slug
 
 from simages_core import SimilarImagesClient
 from simages_core.fetch import Fetcher
-from simages_core.identity import CopyIndex, Fingerprint, fingerprint_results
+from simages_core.identity import CopyIndex, Fingerprint, FingerprintCache
 
 from ._downloads import DownloadJob, DownloadOutcome, iter_downloads
 from ._outcomes import FailedDownload, ImportSimilarResult, Progress, RankedImage
@@ -37,6 +37,7 @@ from ._screening import (
     TargetFingerprints,
     file_fingerprint,
     iter_target_fingerprints,
+    thumbnail_fingerprints,
 )
 from ._search import plan_queries, run_search
 
@@ -105,8 +106,8 @@ def iter_import(
                 dataset, options.copy_threshold, span=(0.05, 0.15)
             )
             yield Progress(0.15, f"Screening {len(todo)} new image(s) for copies")
-            thumbnails = fingerprint_results(
-                [r.image for r in todo], fetcher, max_workers=max(options.policy.max_workers, 1)
+            thumbnails = thumbnail_fingerprints(
+                [r.image for r in todo], fetcher, FingerprintCache(), max(options.policy.max_workers, 1)
             )
             screening = screen_candidates(by_id, thumbnails.get, CopyScreen(target_prints.index))
         sample_ids, outcomes, created = yield from _download_and_add(

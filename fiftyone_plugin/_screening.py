@@ -19,7 +19,7 @@ from pathlib import Path
 import fiftyone as fo
 from PIL import Image, ImageOps
 
-from simages_core import SearchResult, SimilarImage
+from simages_core import SearchResult, SimilarImage, SimilarImagesError
 from simages_core.fetch import Fetcher
 from simages_core.identity import (
     COPY_DISTANCE,
@@ -179,6 +179,24 @@ class CopyScreen:
         self._accepted = CopyIndex(self.threshold)
 
 
+def thumbnail_fingerprints(
+    images: Sequence[SimilarImage], fetcher: Fetcher, cache: FingerprintCache, max_workers: int
+) -> dict[str, Fingerprint]:
+    """``fingerprint_results``, robust to one thumbnail's fetch error ending the whole call: then each
+    image is tried alone (those already read come from ``cache``), so one broken thumbnail costs only
+    its own fingerprint (its image is then screened from the downloaded file)."""
+    try:
+        return fingerprint_results(images, fetcher, cache=cache, max_workers=max_workers)
+    except SimilarImagesError:
+        found: dict[str, Fingerprint] = {}
+        for image in images:
+            try:
+                found.update(fingerprint_results([image], fetcher, cache=cache, max_workers=1))
+            except SimilarImagesError:
+                continue
+        return found
+
+
 class ThumbnailPrints:
     """Thumbnail fingerprints of search results, fetched in the background as each search answers.
 
@@ -200,9 +218,7 @@ class ThumbnailPrints:
             todo = [image for image in images if image.id not in self._pending]
             if not todo:
                 return
-            future = self._pool.submit(
-                fingerprint_results, todo, self._fetcher, cache=self._cache, max_workers=len(todo)
-            )
+            future = self._pool.submit(thumbnail_fingerprints, todo, self._fetcher, self._cache, len(todo))
             for image in todo:
                 self._pending[image.id] = future
 
@@ -271,7 +287,7 @@ def mark_copies(
     best-scored one (``copies``, when ``collapse``) and copies of the dataset's samples marked
     (``copy_of``, unless ``dataset`` is ``None``). A result whose thumbnail cannot be read is left
     as it is."""
-    prints = fingerprint_results([r.image for r in result.images], fetcher, max_workers=16)
+    prints = thumbnail_fingerprints([r.image for r in result.images], fetcher, FingerprintCache(), 16)
     ranked = list(result.images)
     if collapse:
         collapsed = collapse_copies(SearchResult(images=tuple(r.image for r in ranked)), prints, threshold)

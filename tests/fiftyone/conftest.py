@@ -64,11 +64,14 @@ def make_dataset(local_api, cleanup_datasets) -> Callable[..., fo.Dataset]:
 
 @pytest.fixture
 def proxy_factory(api_env) -> Iterator[Callable[..., BreakingProxy]]:
-    """``proxy_factory(broken, die_after=None)``: a loopback image host that breaks on purpose."""
+    """``proxy_factory(broken, die_after=None, broken_thumbnails=...)``: a loopback image host that
+    breaks on purpose."""
     proxies: list[BreakingProxy] = []
 
-    def make(broken: dict[str, str], die_after: int | None = None) -> BreakingProxy:
-        proxy = BreakingProxy(api_env.base_url, broken, die_after)
+    def make(
+        broken: dict[str, str], die_after: int | None = None, broken_thumbnails: frozenset[str] = frozenset()
+    ) -> BreakingProxy:
+        proxy = BreakingProxy(api_env.base_url, broken, die_after, broken_thumbnails)
         proxies.append(proxy)
         return proxy
 

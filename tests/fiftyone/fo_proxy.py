@@ -1,8 +1,8 @@
 """A loopback proxy in front of the local server that breaks image downloads on purpose.
 
 It forwards searches (so the answers' image URLs point at the proxy) and serves images, except:
-``broken`` ids get a 404, an HTML page or a body cut short; with ``die_after=n`` the host dies
-after serving ``n`` images (every later request has its connection dropped unanswered, and the
+``broken`` ids get a 404, an HTML page or a body cut short (``broken_thumbnails`` ids a 404 for
+their thumbnail); with ``die_after=n`` the host dies after serving ``n`` images (every later request has its connection dropped unanswered, and the
 listening socket is closed, so retries are refused).
 """
 
@@ -15,9 +15,17 @@ import requests
 
 
 class BreakingProxy:
-    def __init__(self, upstream: str, broken: dict[str, str], die_after: int | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        broken: dict[str, str],
+        die_after: int | None = None,
+        broken_thumbnails: frozenset[str] = frozenset(),
+    ) -> None:
         self.upstream = upstream
         self.broken = broken  # image id -> "404" | "html" | "truncated"
+        self.broken_thumbnails = broken_thumbnails
+        self.thumbnail_requests: list[str] = []
         self.die_after = die_after
         self.image_requests: list[str] = []
         self.served_images = 0
@@ -44,6 +52,10 @@ class BreakingProxy:
                 image_id = self.path.rsplit("/", 1)[-1].split(".")[0]
                 if self.path.startswith("/images/") and not proxy._may_serve_image():
                     return self._drop()
+                if self.path.startswith("/thumbnails/"):
+                    proxy.thumbnail_requests.append(image_id)
+                    if image_id in proxy.broken_thumbnails:
+                        return self._send(404, "text/plain", b"gone")
                 proxy.image_requests.append(image_id)
                 mode = proxy.broken.get(image_id) if self.path.startswith("/images/") else None
                 if mode == "404":

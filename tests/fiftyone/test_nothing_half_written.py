@@ -51,7 +51,12 @@ def test_failure_after_the_first_batch_removes_the_runs_samples_and_files(
 
     with pytest.raises(ValueError, match="duplicate key") as info:
         simages_fiftyone.import_similar(
-            dataset, text="cat", num_similar=5, media_dir=str(media), progress=concurrent_writer
+            dataset,
+            text="cat",
+            num_similar=5,
+            media_dir=str(media),
+            progress=concurrent_writer,
+            screen_copies=False,
         )
     cause = info.value.__cause__
     assert isinstance(cause, BulkWriteError)  # FiftyOne re-raises the database's error
@@ -78,7 +83,9 @@ def test_a_taken_file_name_gets_a_new_name_and_the_old_file_is_kept(
     cleanup_datasets.append(elsewhere.name)
     elsewhere.add_sample(fo.Sample(filepath=str(taken)))  # another dataset's sample points at it
 
-    result = simages_fiftyone.import_similar(dataset, text="horse", num_similar=2, media_dir=str(media))
+    result = simages_fiftyone.import_similar(
+        dataset, text="horse", num_similar=2, media_dir=str(media), screen_copies=False
+    )
     assert result.imported == 2
     assert taken.read_bytes() == before
     paths = dict(zip(*dataset.match_tags(result.tag).values(["simages_id", "filepath"]), strict=True))
@@ -97,7 +104,13 @@ def test_an_image_host_dying_mid_import_fails_the_rest_and_keeps_what_it_served(
     media = tmp_path / "media"
     policy = DownloadPolicy(attempts=2, backoff=0.01, connect_timeout=2, read_timeout=5)
     result = simages_fiftyone.import_similar(
-        dataset, text="cat", num_similar=6, media_dir=str(media), api_url=proxy.url, policy=policy
+        dataset,
+        text="cat",
+        num_similar=6,
+        media_dir=str(media),
+        api_url=proxy.url,
+        policy=policy,
+        screen_copies=False,
     )
     assert proxy.dead.is_set() and proxy.served_images == 2
     assert (result.found, result.imported, result.failed_downloads) == (6, 2, 4)

@@ -31,6 +31,7 @@ def test_import_similar_brings_the_detectors_boxes(tmp_path, monkeypatch, cleanu
             media_dir=str(tmp_path / "media"),
             api_key=server.api_key,
             api_url=server.url,
+            screen_copies=False,  # the query's own scene comes first: its boxes are what is checked
         )
     assert result.imported == 2 and not result.failed
     first = dataset.match_tags(result.tag).sort_by("simages_rank").first()

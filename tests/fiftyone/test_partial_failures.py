@@ -32,7 +32,13 @@ def test_failed_downloads_are_counted_and_leave_nothing_behind(
     media = tmp_path / "media"
     policy = DownloadPolicy(attempts=2, backoff=0.01)
     result = simages_fiftyone.import_similar(
-        dataset, text="cat", num_similar=6, media_dir=str(media), api_url=proxy.url, policy=policy
+        dataset,
+        text="cat",
+        num_similar=6,
+        media_dir=str(media),
+        api_url=proxy.url,
+        policy=policy,
+        screen_copies=False,
     )
     assert (result.found, result.imported, result.failed_downloads) == (6, 3, 3)
     reasons = {f.simages_id: f.reason for f in result.failed}
@@ -50,7 +56,13 @@ def test_failed_downloads_are_counted_and_leave_nothing_behind(
     # once the images are back, a re-run imports exactly the three that failed
     proxy.broken.clear()
     again = simages_fiftyone.import_similar(
-        dataset, text="cat", num_similar=6, media_dir=str(media), api_url=proxy.url, policy=policy
+        dataset,
+        text="cat",
+        num_similar=6,
+        media_dir=str(media),
+        api_url=proxy.url,
+        policy=policy,
+        screen_copies=False,
     )
     assert (again.imported, again.skipped_duplicates, again.failed_downloads) == (3, 3, 0)
     assert len(dataset) == 1 + 6 and len(os.listdir(media)) == 6
@@ -68,7 +80,13 @@ def test_operator_reports_failures_in_its_run_record(
     monkeypatch.setenv("SIMAGES_API_URL", proxy.url)
     fo_ctx = {
         "dataset": dataset.name,
-        "params": {"source": "text", "text": "horse", "num_similar": 3, "media_dir": str(tmp_path)},
+        "params": {
+            "source": "text",
+            "text": "horse",
+            "num_similar": 3,
+            "media_dir": str(tmp_path),
+            "screen_copies": False,
+        },
     }
     import fiftyone.operators as foo
 
@@ -90,7 +108,7 @@ def test_failure_while_adding_samples_removes_the_downloaded_files(api_env, make
     media = tmp_path / "media"
     with pytest.raises(Exception, match="found"):
         simages_fiftyone.import_similar(
-            dataset, text="cat", num_similar=3, media_dir=str(media), label_field="found"
+            dataset, text="cat", num_similar=3, media_dir=str(media), label_field="found", screen_copies=False
         )
     assert len(dataset) == 1
     assert os.listdir(media) == []
@@ -105,7 +123,7 @@ def test_a_cancelled_import_leaves_no_file_and_no_sample(api_env, make_dataset, 
     dataset = make_dataset("chelsea.jpg")
     media = tmp_path / "media"
     params = build_params(text="cat", num_similar=6, labels=True)
-    options = build_import_options(media_dir=str(media))
+    options = build_import_options(media_dir=str(media), screen_copies=False)
     with make_client() as client:
         run = iter_import(client, dataset, params, options)
         for event in run:
