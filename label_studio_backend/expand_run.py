@@ -257,7 +257,9 @@ class ExpandRun:
         chunk = Chunk(1)
         searched = 0
         try:
-            if self.options.copy_threshold is not None:
+            if (
+                self.options.copy_threshold is not None and self.scan.sources
+            ):  # nothing searched, nothing to screen
                 self.screen = self._open_screen(self.options.copy_threshold)
             if self.progress:
                 self.progress(0, total)
