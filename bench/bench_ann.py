@@ -42,7 +42,7 @@ import psutil
 from simages_core import SimilarImagesClient
 from simages_server.ann import AnnIndex, remove_stale
 from simages_server.ann_tuning import tuning_sample
-from simages_server.index import FORMAT_VERSION, IndexedImage, image_id_for
+from simages_server.index import LEGACY_FORMAT, IndexedImage, image_id_for
 from simages_server.testing import ServerProcess
 
 CHUNK = 50_000
@@ -111,7 +111,7 @@ def write_separate(path: Path, n: int, dim: int, clusters: int, seed: int) -> np
 
 def write_index(root: Path, rows: np.ndarray, ann: dict | None) -> None:
     meta = {
-        "format": FORMAT_VERSION,
+        "format": LEGACY_FORMAT,  # the flat layout (one folder, no generations), which the server still reads
         "embedder": EMBEDDER,
         "dim": int(rows.shape[1]),
         "count": len(rows),

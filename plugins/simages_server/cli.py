@@ -283,9 +283,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _clean_if_idle(index_dir: Path) -> None:
     """Remove what a killed `index` run left, unless one is running now (its files are not stale)."""
-    from .generations import clean, write_lock
+    from .generations import POINTER, clean, write_lock
     from .index import referenced_thumbnails
 
+    if not (index_dir / POINTER).is_file():
+        return  # no index: loading it says so (and nothing is created here)
     try:
         with write_lock(index_dir):
             removed = clean(index_dir, referenced_thumbnails)
