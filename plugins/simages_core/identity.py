@@ -3,7 +3,7 @@
 A *copy* is the same photo after resizing, recompression, a crop of up to a tenth a side, a colour
 shift, a watermark, an EXIF rotation or a left-right mirror; a *different photo of the same
 subject* is not a copy. The fingerprint is ImageHash's perceptual hash (pHash: DCT of a 32×32
-grey image, 64 bits) of the upright image (EXIF applied) and of eleven crops of it (``CROPS``),
+grey image, 64 bits) of the upright image (EXIF applied) and of ten crops of it (``CROPS``),
 each also mirrored: a cropped copy's whole-image hash meets the original's nearest crop, and a
 mirrored copy is a copy too, since a mirrored photo in a training set leaks across its splits as
 surely as the original (mirroring is the commonest augmentation). Why this hash, these crops and
@@ -46,8 +46,8 @@ CROPS: tuple[tuple[float, float, float, float], ...] = (
     (0.0, 0.0, 0.0, 0.1),
 )
 """Fractions cut from the (left, top, right, bottom) of the image for each hash. Symmetric left↔right,
-so the mirror of a crop is another crop's mirror hash. Measured against denser and sparser sets:
-DESIGN.md, "Image identity"."""
+so the mirror of a crop is another crop's mirror hash. Measured against six crops and the whole
+image alone: DESIGN.md, "Image identity"."""
 
 HASH_SIDE = 128
 """Images are shrunk to this longest side before hashing, so a full image and its 256 px thumbnail
@@ -189,7 +189,7 @@ class CopyIndex:
     """Known fingerprints by key; ``find`` answers the closest within the threshold.
 
     Vectorised: each crop's hashes (upright, mirrored) are a contiguous uint64 row, so a lookup
-    is 4 × 11 XOR-and-popcount passes over n values (measured by ``bench/bench_identity.py``
+    is 43 XOR-and-popcount passes over n values (measured by ``bench/bench_identity.py``
     among 100,000). Thread-safe: ``find`` and ``add`` may run on several threads (an expansion
     screens one batch while the next is being searched).
     """
