@@ -126,7 +126,7 @@ def _nearest(whole: int, hashes: Iterable[int]) -> int:
     return min((whole ^ h).bit_count() for h in hashes)
 
 
-def check_threshold(threshold: int) -> int:
+def check_threshold(threshold: object) -> int:
     """A copy threshold is a whole number of bits from 0 to 64."""
     if isinstance(threshold, bool) or not isinstance(threshold, int) or not 0 <= threshold <= HASH_BITS:
         raise ValueError(
