@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared model fixtures
 
 from bench_server_query import p50_ms  # this folder is on the path when a bench runs
 from model_fixtures import DETECTOR_TARGETS, clip_folder, yolo_end2end
+from photos import write_photos
 
 from simages_core import SimilarImagesClient, open_image
 from simages_server.clip import ClipEmbedder
@@ -38,21 +39,6 @@ from simages_server.index import ImageIndex, IndexedImage, build_index
 from simages_server.testing import ServerProcess
 
 BATCH = 32
-
-
-def write_photos(folder: Path, count: int, seed: int = 0) -> None:
-    """Noisy 800x600 JPEGs with coloured rectangles: a realistic decode cost, and something to detect."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        base = rng.integers(0, 255, size=(150, 200, 3), dtype=np.uint8)
-        image = Image.fromarray(base).resize((800, 600), Image.Resampling.BILINEAR)
-        draw = ImageDraw.Draw(image)
-        for _ in range(3):
-            x, y = int(rng.integers(0, 600)), int(rng.integers(0, 400))
-            colour = [(250, 5, 5), (5, 5, 250), tuple(int(v) for v in rng.integers(0, 255, 3))][int(rng.integers(3))]
-            draw.rectangle((x, y, x + int(rng.integers(40, 200)), y + int(rng.integers(40, 200))), fill=colour)
-        image.save(folder / f"photo_{i:05d}.jpg", quality=90)
 
 
 def inference_only(folder: Path, embedder: ClipEmbedder | DescriptorEmbedder, detector: YoloDetector | None) -> float:

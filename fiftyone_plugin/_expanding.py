@@ -311,6 +311,9 @@ def _import_batch(
             known_urls.add(image.url)
             new[image.id] = RankedImage(image=image, rank=rank, query=label)
     if thumbnails is not None:
+        # Started by each search's callback already; a callback may run just after its result is
+        # read, so the batch's own start (a no-op for images under way) makes sure none is missed.
+        thumbnails.start([r.image for r in new.values()])
         for image_id in new:  # in the batch's order: the first of several copies is the one kept
             screening.check(image_id, thumbnails.take(image_id))
         thumbnails.forget(
@@ -327,7 +330,8 @@ def _import_batch(
         # Appended one by one, so a roll-back knows every file handed over before an interruption.
         for outcome in iter_downloads(jobs, media_dir, options.policy, fetcher):
             outcomes.append(outcome)
-        kept = screening.screen_downloads(sorted(outcomes, key=lambda o: jobs.index(o.job)))
+        order = {job.key: i for i, job in enumerate(jobs)}
+        kept = screening.screen_downloads(sorted(outcomes, key=lambda o: order[o.job.key]))
         samples = build_samples(new, kept, spec, screening.prints)
         sample_ids: list[str] = []
         if samples:

@@ -240,8 +240,9 @@ class ThumbnailPrints:
 
 # --- find results -------------------------------------------------------------------------------
 
-FIND_FINGERPRINT_LIMIT = 2_000
-"""Samples a search fingerprints in memory when they have no stored fingerprint (a search writes nothing)."""
+FIND_FINGERPRINT_LIMIT = 500
+"""Samples a search fingerprints in memory when they have no stored fingerprint (a search writes
+nothing; an import or expansion stores them): enough for a small dataset, a bounded cost for a large one."""
 
 
 def dataset_fingerprints(
