@@ -51,11 +51,11 @@ class AnnError(ValueError):
 
 @dataclass(frozen=True)
 class AnnInfo:
-    """What ``index.json`` records under ``"ann"``: which file, how it was built, how many rows."""
+    """What the index's metadata records under ``"ann"``: which file, how it was built, how many rows."""
 
     kind: str
     file: str
-    """File name inside the index folder (it changes with every write, see ``AnnIndex.write``)."""
+    """File name inside the generation folder (``ann.faiss``; format 1: ``ann-<count>.faiss``)."""
     count: int
     dim: int
     nlist: int

@@ -24,7 +24,7 @@ import tempfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,6 +100,18 @@ class _Changes:
     changed: dict[int, tuple[IndexedImage, int]]
     """Changed rows: the new record and its row in the new-rows file."""
     added: list[tuple[IndexedImage, int]]
+
+
+@dataclass
+class _Found:
+    """What streaming the jobs produced."""
+
+    changes: _Changes
+    labels: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    copies: list[CopyFound] = field(default_factory=list)
+    unchanged: int = 0
+    """Indexed files whose bytes turned out the same (touched, adopted, only labelled)."""
 
 
 def build_index(
@@ -239,68 +251,15 @@ class _Run:
     def run(
         self, coco: str | Path | None, ann_mode: AnnMode, ann_threshold: int, progress: bool
     ) -> BuildReport:
-        from tqdm import tqdm
-
         index = self.index
         jobs, gone, unchanged = _jobs(index, self.images_dir, self.detector)
         self.thumbnails.mkdir(parents=True, exist_ok=True)
-        changes = _Changes(removed=set(gone), kept={}, changed={}, added=[])
-        labels: dict[str, tuple[Any, ...]] = {}
-        skipped: list[str] = []
-        copies: list[CopyFound] = []
-        copy_index: CopyIndex | None = None
         number, folder, previous = start_generation(index.root)
         rows_path = folder / ".new-rows.f32"
         committed = False
         try:
-            with (
-                open(rows_path, "wb") as rows_file,
-                tqdm(total=len(jobs), desc="indexing", unit="img", disable=not progress) as bar,
-            ):
-                batch: list[_Prepared] = []
-                written = 0
-
-                def flush() -> None:
-                    nonlocal written
-                    if batch:
-                        vectors = self.embedder.embed_prepared(np.stack([p.embedding_input for p in batch]))  # type: ignore[misc]
-                        rows_file.write(np.ascontiguousarray(vectors, np.float32).tobytes())
-                        for offset, item in enumerate(batch):
-                            if item.job.kind == "new":
-                                changes.added.append((item.record, written + offset))
-                            else:
-                                changes.changed[item.job.position] = (item.record, written + offset)
-                        written += len(batch)
-                        bar.update(len(batch))
-                        batch.clear()
-
-                for item in self._prepared(jobs):
-                    if isinstance(item, _Skipped):
-                        skipped.append(self._skip(item, changes))
-                        bar.update(1)
-                        continue
-                    if item.embedding_input is not None and item.job.kind == "new":
-                        if copy_index is None:  # every indexed file is resolved by now (they come first)
-                            copy_index = self._copy_index(changes, batch)
-                        found = self._screen(item.record, copy_index)
-                        if found is not None:
-                            copies.append(found)
-                            if self.skip_copies:
-                                bar.update(1)
-                                continue
-                    if item.detector_input is not None and self.detector is not None:
-                        labels[item.record.file] = self.detector.detect_prepared(*item.detector_input)
-                        item = replace(item, detector_input=None)  # 5 MB at 640 px: not kept for the batch
-                    if item.embedding_input is None:  # same bytes (touched, adopted, labelled): the row stays
-                        unchanged += 1
-                        changes.kept[item.job.position] = item.record
-                        bar.update(1)
-                        continue
-                    batch.append(item)
-                    if len(batch) >= self.batch_size:
-                        flush()
-                flush()
-            records, sources = _assemble(index.records, changes, labels)
+            found = self._stream(jobs, gone, rows_path, progress)
+            records, sources = _assemble(index.records, found.changes, found.labels)
             if coco is not None:
                 records = apply_coco(records, load_coco_labels(Path(coco)))
             models = {
@@ -308,16 +267,17 @@ class _Run:
                 "detector": self.detector.info() if self.detector else index.models.get("detector"),
             }
             upgraded = index.generation == 0 and (index.root / gens.POINTER).is_file()
+            changes = found.changes
             rows_moved = bool(changes.removed or changes.changed or changes.added)
             writer = _GenerationWriter(index, folder, number, records, sources, rows_path, self.embedder.dim)
             ann_report = writer.write_rows_and_ann(rows_moved, ann_mode, ann_threshold)
             nothing_new = (
-                not rows_moved
+                index.generation > 0
+                and not upgraded
+                and not rows_moved
                 and records == index.records
                 and models == index.models
-                and not upgraded
                 and (ann_report is None or ann_report.action == "kept")
-                and index.generation > 0
             )
             if nothing_new:
                 ann_report = ann_report if ann_report is None else replace(ann_report, info=index.ann_info)
@@ -329,19 +289,75 @@ class _Run:
                 shutil.rmtree(folder, ignore_errors=True)
         return BuildReport(
             added=len(changes.added),
-            skipped=skipped,
+            skipped=found.skipped,
             total=len(records),
-            labelled=len(labels),
+            labelled=len(found.labels),
             ann=ann_report,
             changed=len(changes.changed),
             removed=len(changes.removed),
-            unchanged=unchanged,
-            copies=tuple(copies),
+            unchanged=unchanged + found.unchanged,
+            copies=tuple(found.copies),
             copies_skipped=self.skip_copies,
             generation=number if committed else index.generation,
             committed=committed,
             upgraded=upgraded and committed,
         )
+
+    def _stream(self, jobs: list[_Job], gone: set[int], rows_path: Path, progress: bool) -> _Found:
+        """Run the jobs: new rows to ``rows_path`` in batches, labels, copies, and what changed."""
+        from tqdm import tqdm
+
+        found = _Found(_Changes(removed=set(gone), kept={}, changed={}, added=[]))
+        changes = found.changes
+        copy_index: CopyIndex | None = None
+        batch: list[_Prepared] = []
+        written = 0
+        with (
+            open(rows_path, "wb") as rows_file,
+            tqdm(total=len(jobs), desc="indexing", unit="img", disable=not progress) as bar,
+        ):
+
+            def flush() -> None:
+                nonlocal written
+                if batch:
+                    vectors = self.embedder.embed_prepared(np.stack([p.embedding_input for p in batch]))  # type: ignore[misc]
+                    rows_file.write(np.ascontiguousarray(vectors, np.float32).tobytes())
+                    for offset, item in enumerate(batch):
+                        if item.job.kind == "new":
+                            changes.added.append((item.record, written + offset))
+                        else:
+                            changes.changed[item.job.position] = (item.record, written + offset)
+                    written += len(batch)
+                    bar.update(len(batch))
+                    batch.clear()
+
+            for item in self._prepared(jobs):
+                if isinstance(item, _Skipped):
+                    found.skipped.append(self._skip(item, changes))
+                    bar.update(1)
+                    continue
+                if item.embedding_input is not None and item.job.kind == "new":
+                    if copy_index is None:  # every indexed file is resolved by now (they come first)
+                        copy_index = self._copy_index(changes, batch)
+                    copy = self._screen(item.record, copy_index)
+                    if copy is not None:
+                        found.copies.append(copy)
+                        if self.skip_copies:
+                            bar.update(1)
+                            continue
+                if item.detector_input is not None and self.detector is not None:
+                    found.labels[item.record.file] = self.detector.detect_prepared(*item.detector_input)
+                    item = replace(item, detector_input=None)  # 5 MB at 640 px: not kept for the batch
+                if item.embedding_input is None:  # same bytes (touched, adopted, labelled): the row stays
+                    found.unchanged += 1
+                    changes.kept[item.job.position] = item.record
+                    bar.update(1)
+                    continue
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    flush()
+            flush()
+        return found
 
     def _skip(self, item: _Skipped, changes: _Changes) -> str:
         """A file that does not read: an indexed one leaves the index (its old row would lie)."""
