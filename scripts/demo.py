@@ -8,7 +8,8 @@
    "Retrieve predictions", then grows with similar images as pre-labelled tasks.
 
 Run: .venv/bin/python scripts/demo.py [--out .demo] [--skip-fiftyone] [--skip-label-studio] [--serve]
-Nothing leaves the machine. Afterwards the FiftyOne dataset "simages-demo" stays, for
+Every request it sends goes to loopback (the apps' pages in a browser are another matter: README,
+"What leaves the machine"). Afterwards the FiftyOne dataset "simages-demo" stays, for
 ``fiftyone app launch simages-demo``. With ``--serve`` everything keeps running on loopback
 after the main job (local server, Label Studio with the demo project, the ML backend, the
 FiftyOne App), the URLs and logins are printed, and Ctrl-C (or SIGTERM) stops all of it.
