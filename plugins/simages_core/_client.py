@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -38,7 +38,7 @@ from ._config import (
 from ._encoding import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_SIDE, ImageSource, encode_image
 from ._exceptions import MissingApiKey, SimilarImagesError
 from ._models import SearchResult
-from ._query import BatchItem, Query
+from ._query import BatchItem, Query, QuerySpec, query_from
 from ._transport import CappedRetry, transport_error
 from ._usage import DailyUsage, UsageEvent, UsageLedger
 from .protocol import API_KEY_HEADER, LABELS_COCO_YOLOV7, SearchRequest, parse_response
@@ -162,15 +162,22 @@ class SimilarImagesClient:
         return self.send(self._request_for(query))
 
     def search_many(
-        self, queries: Iterable[Query], *, max_workers: int = DEFAULT_MAX_WORKERS
+        self, queries: Iterable[QuerySpec], *, max_workers: int = DEFAULT_MAX_WORKERS
     ) -> list[BatchItem]:
-        """Run many searches concurrently; results keep the input order, errors stay with their query."""
+        """Run many searches concurrently; results keep the input order, errors stay with their item.
+
+        An item is a ``Query`` or a mapping of its arguments (``{"image": path, "labels": True}``);
+        a mapping is validated when its item runs, so a missing file fails that item alone.
+        """
         queries = list(queries)
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         for position, query in enumerate(queries):
-            if not isinstance(query, Query):
-                raise TypeError(f"search_many takes Query objects, got {type(query).__name__} at {position}")
+            if not isinstance(query, Query | Mapping):
+                raise TypeError(
+                    f"search_many takes Query objects or mappings of their arguments, "
+                    f"got {type(query).__name__} at {position}"
+                )
         if not queries:
             return []
         with ThreadPoolExecutor(max_workers=min(max_workers, len(queries))) as pool:
@@ -242,20 +249,24 @@ class SimilarImagesClient:
             get_labels=LABELS_COCO_YOLOV7 if query.labels else None,
         )
 
-    def run_query(self, query: Query) -> BatchItem:
-        """Run one ``Query`` and never raise: the result, or the error this query alone met.
+    def run_query(self, spec: QuerySpec) -> BatchItem:
+        """Run one ``Query`` (or a mapping of its arguments) and never raise: the result, or the error
+        this item alone met.
 
         What each ``search_many`` item does; integrations that keep their own executor submit it.
         """
+        built: Query | None = None
         try:
-            result = self.search_query(query)
+            built = query_from(spec)
+            result = self.search_query(built)
         except SimilarImagesError as exc:
-            return BatchItem(query=query, error=exc)
+            return BatchItem(query=built or spec, error=exc)
         except Exception:
             # A bug must not take the rest of a batch with it; the traceback is logged once.
             logger.exception("unexpected error in a search")
-            return BatchItem(query=query, error=SimilarImagesError("unexpected error in the search (see the log)"))
-        return BatchItem(query=query, result=result)
+            error = SimilarImagesError("unexpected error in the search (see the log)")
+            return BatchItem(query=built or spec, error=error)
+        return BatchItem(query=built, result=result)
 
     def _record(self, event: UsageEvent) -> None:
         self._stores.call("usage ledger write", lambda: self.usage.record(event), None)

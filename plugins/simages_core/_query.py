@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from ._encoding import ImageSource, check_image_source
 from ._exceptions import InvalidRequest, SimilarImagesError
@@ -45,11 +47,35 @@ class Query:
         )
 
 
+QuerySpec = Query | Mapping[str, Any]
+"""One item of ``search_many``: a ``Query``, or the keyword arguments of one (built when the item runs)."""
+
+_QUERY_FIELDS = frozenset(f.name for f in fields(Query))
+
+
+def query_from(spec: QuerySpec) -> Query:
+    """The ``Query`` a ``search_many`` item stands for; raises ``InvalidRequest`` as building it would.
+
+    A mapping is built here, when its item runs, not when the batch is made: one missing file
+    (or any other bad field) is then that item's error and the rest of the batch runs.
+    """
+    if isinstance(spec, Query):
+        return spec
+    unknown = sorted(str(key) for key in spec if key not in _QUERY_FIELDS)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown query field(s) {', '.join(map(repr, unknown))}; a query takes "
+            f"{', '.join(sorted(_QUERY_FIELDS))}"
+        )
+    return Query(**spec)
+
+
 @dataclass(frozen=True)
 class BatchItem:
-    """The outcome of one ``Query``: a result, or the error that query alone met."""
+    """The outcome of one ``search_many`` item: a result, or the error that item alone met."""
 
-    query: Query
+    query: QuerySpec
+    """The ``Query`` that ran, or the item as given when no ``Query`` could be built from it."""
     result: SearchResult | None = None
     error: SimilarImagesError | None = None
 

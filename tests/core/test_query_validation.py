@@ -132,10 +132,39 @@ def test_search_many_items_carry_validation_errors_met_while_running(scripted_ap
     assert items[1].ok
 
 
-def test_search_many_refuses_what_is_not_a_query(scripted_api):
-    with make_client(scripted_api) as client, pytest.raises(TypeError, match="Query objects, got dict at 1"):
-        client.search_many([sc.Query(text="cat"), {"text": "dog"}])  # type: ignore[list-item]
+def test_search_many_refuses_what_is_neither_a_query_nor_a_mapping(scripted_api):
+    with make_client(scripted_api) as client, pytest.raises(TypeError, match="mappings of their arguments, got str at 1"):
+        client.search_many([sc.Query(text="cat"), "dog"])  # type: ignore[list-item]
     assert scripted_api.received == []
+
+
+def test_a_batch_of_mappings_loses_nothing_to_one_missing_file(scripted_api, tmp_path):
+    """Building ``Query(image="missing.jpg")`` raises before anything runs; a mapping fails its item only."""
+    scripted_api.script(scripted_api.success(SAMPLE_BODY), scripted_api.success(SAMPLE_BODY))
+    present = tmp_path / "present.png"
+    Image.new("RGB", (8, 8)).save(present)
+    specs = [
+        {"image": present, "labels": True},
+        {"image": tmp_path / "missing.jpg", "labels": True},
+        {"text": "cat", "num_similar": 3},
+    ]
+    with make_client(scripted_api) as client:
+        items = client.search_many(specs, max_workers=1)
+    assert [item.ok for item in items] == [True, False, True]
+    assert isinstance(items[1].error, sc.ImageEncodingError) and items[1].error.field == "image"
+    assert f"image file not found: {tmp_path / 'missing.jpg'}" in str(items[1].error)
+    assert items[1].query == specs[1]  # no Query could be built: the item as given
+    assert items[0].query == sc.Query(image=present, labels=True) and items[2].query.num_similar == 3
+    assert len(scripted_api.received) == 2
+
+
+def test_a_mapping_with_an_unknown_or_bad_field_is_that_items_error(scripted_api):
+    scripted_api.script(scripted_api.success(SAMPLE_BODY))
+    with make_client(scripted_api) as client:
+        items = client.search_many([{"txt": "cat"}, {"text": "cat", "num_similar": 0}, {"text": "dog"}])
+    assert isinstance(items[0].error, sc.InvalidRequest) and "unknown query field(s) 'txt'" in str(items[0].error)
+    assert isinstance(items[1].error, sc.InvalidRequest) and items[1].error.field == "num_similar"
+    assert items[2].ok and len(scripted_api.received) == 1
 
 
 def test_invalid_request_documents_every_field_name():
