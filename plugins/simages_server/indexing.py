@@ -521,6 +521,8 @@ class _Sources:
     """(new position, row in the new-rows file): changed and added images."""
     deleted: np.ndarray
     """Old positions whose row leaves its place (the ANN index removes these ids)."""
+    churn: int
+    """Rows whose content left or arrived (removed, changed, added; moved rows do not count)."""
 
 
 def _assemble(
@@ -553,7 +555,7 @@ def _assemble(
     ]
     deleted = np.array(sorted(changes.removed | set(movers) | set(changes.changed)), np.int64)
     moved = [(hole, mover) for hole, mover in zip(holes, movers, strict=True)]
-    return records, _Sources(kept, moved, fresh, deleted)
+    return records, _Sources(kept, moved, fresh, deleted, len(changes.removed) + len(fresh))
 
 
 class _GenerationWriter:
@@ -640,8 +642,11 @@ class _GenerationWriter:
             positions = np.array(sorted([p for p, _ in src.moved] + [p for p, _ in src.fresh]), np.int64)
             existing.put(np.asarray(rows[positions], np.float32), positions)
             # Changed rows can shift the recall a given nprobe reaches (new lists fill, new kinds of
-            # images): measured again over all the rows, like at the build.
-            existing.tune(rows)
+            # images): measured again over all the rows, like at the build, once enough changed.
+            if existing.needs_tuning(src.churn):
+                existing.tune(rows)
+            else:
+                existing.drift += src.churn
             self.ann_info = existing.write(self.folder, ANN_FILE_NAME, replace=False)
             action: Literal["added", "updated"] = "added" if deleted == 0 else "updated"
             return AnnReport(action, len(positions), existing.count, self.ann_info, deleted=deleted)

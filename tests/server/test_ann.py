@@ -413,3 +413,37 @@ def test_bad_ann_options_are_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="ann_threshold must be ≥ 0, not -5"):
         build_index(tmp_path / "images", tmp_path / "index", progress=False, ann_threshold=-5)
     assert not (tmp_path / "index").exists()
+
+
+def test_deleted_and_replaced_files_update_the_ann_index_by_id_without_rebuilding(tmp_path):
+    images, out = tmp_path / "images", tmp_path / "index"
+    _write_images(images, 0, 100)
+    build_index(images, out, progress=False, ann_threshold=50)
+    before = ImageIndex.load(out)
+    assert before.ann is not None
+    centroids = before.ann.centroids()
+
+    # 1 of 100 rows changes: the ids are updated, nprobe is not measured again (below RETUNE_SHARE).
+    (images / "img0003.png").unlink()
+    report = build_index(images, out, progress=False, ann_threshold=50)
+    assert report.ann is not None and (report.ann.action, report.ann.count) == ("updated", 99)
+    assert report.ann.deleted == 2 and report.ann.added == 1  # the hole and the last row; the last row into the hole
+    meta = _meta(out)["ann"]
+    assert (meta["drift"], meta["tuned_queries"]) == (1, 100)
+
+    # 6 more (7 of 99 since the measurement): measured again, drift back to 0.
+    for i in (10, 20, 30):
+        (images / f"img{i:04d}.png").unlink()
+    _write_images(images, 200, 3)
+    report = build_index(images, out, progress=False, ann_threshold=50)
+    assert report.ann is not None and report.ann.action == "updated" and report.ann.count == 99
+    assert (_meta(out)["ann"]["drift"], _meta(out)["ann"]["tuned_queries"]) == (0, 99)
+
+    index = ImageIndex.load(out)
+    assert index.ann is not None
+    np.testing.assert_array_equal(index.ann.centroids(), centroids)  # updated, never re-trained
+    files = {r.file for r in index.records}
+    assert "img0003.png" not in files and {"img0200.png", "img0202.png"} <= files
+    # Every row's id is its position: each image's own row finds it first, through the ANN index.
+    for position in range(len(index)):
+        assert index.ann.search(np.asarray(index.embeddings[position]), 1)[0][0] == position
