@@ -19,7 +19,7 @@ from ._exceptions import InvalidRequest, SimilarImagesError
 from ._models import SearchResult
 from ._query import Query
 from .identity import ThumbnailFingerprints
-from .protocol import MAX_NUM_SIMILAR, result_to_body
+from .protocol import DEFAULT_API_URL, MAX_NUM_SIMILAR, result_to_body
 
 EXIT_OK, EXIT_API_ERROR, EXIT_INVALID = 0, 1, 2
 MAX_USAGE_DAYS = 366
@@ -118,13 +118,42 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     if args.json:
         json.dump(result_to_body(result), out, indent=2)
         out.write("\n")
+        _print_hint(result, query, client.base_url, err)
         return EXIT_OK
     if not args.all and len(result.images) > 1:
         # A thumbnail that cannot be read only leaves its image uncollapsed: never an error.
         with ThumbnailFingerprints() as fingerprints:
             result = result.collapse_copies(fingerprints(result.images))
     out.write(format_table(result))
+    _print_hint(result, query, client.base_url, err)
     return EXIT_OK
+
+
+def _print_hint(result: SearchResult, query: Query, base_url: str, err: TextIO) -> None:
+    # simages.info labels every image it knows: the hint is about a local server's index.
+    hint = labels_hint(result, query) if base_url.rstrip("/") != DEFAULT_API_URL.rstrip("/") else None
+    if hint:
+        print(f"simages: note: {hint}", file=err)
+
+
+NO_LABELS_HINT = (
+    "a local server (simages-server) has labels only for the images its index was labelled with: "
+    "re-run `simages-server index` with --detector FILE.onnx (a YOLOv7 export) or --coco FILE.json"
+)
+
+
+def labels_hint(result: SearchResult, query: Query) -> str | None:
+    """Why an answer that is valid but empty of labels may be so; ``None`` when nothing looks off.
+
+    The answer stays as the API documents it: a labelled request whose images all have no object,
+    or a text query that matches nothing, is what an unlabelled local index gives. Said once, on
+    stderr, so the table (or JSON) on stdout is unchanged.
+    """
+    if query.text is not None and not result.images:
+        return f"no image matched the text; {NO_LABELS_HINT} (or --clip-model for text search by meaning)"
+    if result.labels_requested and result.images and not any(image.detections for image in result.images):
+        return f"none of these images has labels; {NO_LABELS_HINT}"
+    return None
 
 
 class _BadOption(Exception):

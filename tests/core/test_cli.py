@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from simages_core.cli import main
 
@@ -187,3 +190,42 @@ def test_every_demo_variant_collapses_and_no_two_photos_do(local_api):
     assert set(kept) == set(listed)  # no photo merged into another
     assert kept == {family: listed.count(family) - 1 for family in set(listed)}
     assert sum(kept.values()) >= 30  # the collection's variants were really in the answer
+
+
+@pytest.fixture(scope="module")
+def unlabelled_server(demo_collection, tmp_path_factory):
+    """A local server over a few demo photos indexed without --coco or --detector: no labels at all."""
+    from simages_server.indexing import build_index
+    from simages_server.testing import ServerProcess
+
+    demo_dir, _ = demo_collection
+    tmp = tmp_path_factory.mktemp("unlabelled")
+    photos = tmp / "photos"
+    photos.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "horse.jpg"):
+        shutil.copy(demo_dir / "images" / name, photos / name)
+    build_index(photos, tmp / "index", progress=False)
+    with ServerProcess(tmp / "index", api_keys=("cli-key",), state=tmp, log_path=tmp / "server.log") as server:
+        yield server
+
+
+def test_an_unlabelled_index_is_named_once_on_stderr(unlabelled_server, demo_collection):
+    demo_dir, _ = demo_collection
+    base = ["--api-url", unlabelled_server.url, "--api-key", "cli-key", "search", "--no-cache"]
+    code, out, err = _run([*base, "--image", str(demo_dir / "images" / "coffee.jpg"), "-n", "3", "--labels"])
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["#", "score", "id", "labels", "url"]  # the table is as before
+    assert err.count("simages: note: none of these images has labels") == 1
+    assert "--detector FILE.onnx" in err and "--coco FILE.json" in err
+
+    code, out, err = _run([*base, "--text", "a cat", "-n", "3", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["images"] == []  # the answer stays as documented
+    assert err.count("simages: note: no image matched the text") == 1 and "--coco" in err
+
+
+def test_a_labelled_index_gets_no_note(local_api):
+    base = ["--api-url", local_api.base_url, "--api-key", local_api.api_key, "search", "--no-cache"]
+    code, out, err = _run([*base, "--text", "cat", "-n", "3", "--labels"])
+    assert code == 0 and "cat" in out
+    assert err == ""
