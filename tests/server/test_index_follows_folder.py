@@ -23,6 +23,7 @@ from simages_server.app import ServerSettings, SimilarImagesApp
 from simages_server.cli import main as server_main
 from simages_server.index import ImageIndex, IndexedImage
 from simages_server.indexing import build_index
+from simages_server.keys import digest
 from simages_server.testing import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -267,11 +268,33 @@ def _killed_build(step: int, images: Path, out: Path, ann: str) -> subprocess.Co
     )  # fmt: skip
 
 
+def _answers_in_process(index_dir: Path, tmp_path: Path) -> tuple[str, str]:
+    """The app over what is on disk, asked over WSGI for an image's neighbours and thumbnail: (top id, asked id)."""
+    from werkzeug.test import Client
+
+    index = ImageIndex.load(index_dir)
+    settings = ServerSettings(
+        key_digests=frozenset({digest(API_KEY)}), quota_path=tmp_path / "q.sqlite", daily_limit=0
+    )
+    client = Client(SimilarImagesApp(index, settings))
+    record = index.records[-1]
+    response = client.post(
+        "/",
+        json={"url": f"http://localhost/images/{record.id}", "num_similar": 3},
+        headers={"x-api-key": API_KEY},
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert client.get(f"/thumbnails/{record.id}.webp").status_code == 200
+    return json.loads(response.get_json()["body"])["images"][0]["id"], record.id
+
+
 def test_a_build_killed_at_any_write_step_leaves_a_usable_index(tmp_path):
     ann = "on"  # the ANN file is one more step; without it the steps are the same less that one
     images = _folder(tmp_path / "images", 6)
     base = tmp_path / "base"
     build_index(images, base, progress=False, ann=ann)
+    _photo(60).save(images / "p60.png")
+    build_index(images, base, progress=False, ann=ann)  # two generations: the run below removes the first
     old_files = {r.file for r in ImageIndex.load(base).records}
     _change_folder(images)
     # The whole run once, to count its steps and know the new index.
@@ -279,33 +302,39 @@ def test_a_build_killed_at_any_write_step_leaves_a_usable_index(tmp_path):
     shutil.copytree(base, complete)
     done = _killed_build(0, images, complete, ann)
     assert done.returncode == 0, done.stderr
-    steps = int(done.stdout.split("steps=")[1].split()[0])
-    assert steps >= 8  # rows, ANN, manifest, metadata, folder and pointer flushes, rename, clean-up
+    calls = done.stdout.split("calls=")[1].split()[0].split(",")
+    assert {"replace", "fsync", "rmtree", "unlink"} <= set(calls)  # commit, flushes, and the clean-up after
+    commit = len(calls) - calls[::-1].index("replace")  # the pointer's rename: the last os.replace
     new_files = {r.file for r in ImageIndex.load(complete).records}
     assert new_files != old_files
 
-    for step in range(1, steps + 1):
+    served: list[Path] = []
+    for step in range(1, len(calls) + 1):
         out = tmp_path / f"killed-{step}"
         shutil.copytree(base, out)
         killed = _killed_build(step, images, out, ann)
         assert killed.returncode == -9, (step, killed.stdout, killed.stderr)
         left = ImageIndex.load(out)  # the previous index or the new one, never neither
-        assert {r.file for r in left.records} in (old_files, new_files), step
-        assert left.generation in (1, 2) and (left.ann is not None) == (ann == "on")
-        app = SimilarImagesApp(
-            left, ServerSettings(key_digests=frozenset(), quota_path=tmp_path / "q.sqlite")
-        )
-        some = left.records[0]
-        assert app.index.nearest(np.asarray(left.embeddings[0]), 1)[0][0] == 0 and some.id
+        assert {r.file for r in left.records} == (old_files if step <= commit else new_files), step
+        assert left.generation == (2 if step <= commit else 3) and left.ann is not None
+        top, asked = _answers_in_process(out, tmp_path)
+        assert top == asked, step
+        if step in (
+            commit,
+            commit + 1,
+        ):  # killed just before and just after the commit: served for real below
+            served.append(shutil.copytree(out, tmp_path / f"served-{step}"))
         # The next run finishes the job and leaves nothing behind.
         report = build_index(images, out, progress=False, ann=ann)
         assert {r.file for r in ImageIndex.load(out).records} == new_files
-        assert report.generation in (2, 3)
+        assert report.generation == 3 and report.committed == (step <= commit)  # an unfinished 3 was removed
         assert _files(out) == _expected_files(out), step
-    # One killed folder served for real: the server starts, cleans and answers.
-    with ServerProcess(tmp_path / "killed-1", api_keys=(API_KEY,), state=tmp_path / "state") as server:
-        record = ImageIndex.load(tmp_path / "killed-1").records[0]
-        assert _answer(_search(server.url, record.id))[0][0] == record.id
+    for folder in served:
+        with ServerProcess(folder, api_keys=(API_KEY,), state=tmp_path / "state") as server:
+            record = ImageIndex.load(folder).records[-1]
+            assert _answer(_search(server.url, record.id))[0][0] == record.id
+            assert requests.get(f"{server.url}/thumbnails/{record.id}.webp", timeout=10).status_code == 200
+        assert _files(folder) == _expected_files(folder)  # serve removed what the killed run left
 
 
 def test_serve_removes_what_a_killed_build_left(tmp_path):
