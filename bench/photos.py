@@ -62,12 +62,14 @@ def write_clustered_photos(
     of any other (checked with ``CopyIndex``). A query's nearest neighbours are mostly its own
     cluster's photos, so an expansion over the queries finds thousands of different images rather
     than the same few "hub" images. Returns the query paths, in cluster order."""
-    from simages_core.identity import CopyIndex, fingerprint_image
+    from simages_core.identity import COPY_DISTANCE, CopyIndex, fingerprint_image
 
     collection.mkdir(parents=True, exist_ok=True)
     queries.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    index = CopyIndex()
+    # A margin over the copy threshold: the server's thumbnails hash a few bits off their full
+    # images, and two photos that are only just distinct would then be taken for copies.
+    index = CopyIndex(min(COPY_DISTANCE + 6, 64))
     query_paths: list[Path] = []
     for cluster in range(clusters):
         palette = rng.integers(0, 256, size=(3, 3))

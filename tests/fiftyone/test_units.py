@@ -245,3 +245,78 @@ def test_a_taken_name_gets_a_suffix_and_the_old_file_is_kept(file_server, tmp_pa
     assert sorted(o.path.name for o in out) == ["ok-1.png", "ok-2.png"]
     assert (tmp_path / "ok.png").read_bytes() == b"someone else's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok-1.png", "ok-2.png", "ok.png"]  # no temp file
+
+
+# --- copy screening (pure parts) ------------------------------------------------------------
+
+
+def test_the_copy_screen_names_the_target_sample_or_the_accepted_candidate():
+    from simages_core.identity import CopyIndex, Fingerprint
+    from simages_fiftyone._screening import CopyScreen
+
+    near = Fingerprint(0b1111, 0b1111)
+    far = Fingerprint(2**64 - 1, 2**64 - 1)
+    other = Fingerprint(0xFFFF_0000_FFFF_0000, 0xFFFF_0000_FFFF_0000)
+    screen = CopyScreen(CopyIndex(4, [("sample-1", Fingerprint(0, 0))]))
+    verdict = screen.check("cand-a", near)
+    assert verdict is not None and verdict.sample_id == "sample-1" and verdict.distance == 4
+    assert screen.check("cand-b", far) is None  # accepted: later copies of it are caught
+    later = screen.check("cand-c", Fingerprint(far.upright ^ 1, far.mirrored ^ 1))
+    assert later is not None and (later.sample_id, later.image_id) == (None, "cand-b")
+    screen.added({"cand-b": "sample-2"}, {"cand-b": far})
+    again = screen.check("cand-d", far)
+    assert again is not None and again.sample_id == "sample-2"  # now a target sample
+    assert screen.check("cand-e", other) is None
+
+
+def test_screening_keeps_the_first_copy_and_screens_unprinted_downloads_from_their_file(tmp_path):
+    from simages_core.identity import CopyIndex, fingerprint
+    from simages_fiftyone._downloads import DownloadOutcome
+    from simages_fiftyone._importing import Screening
+    from simages_fiftyone._screening import CopyScreen
+
+    photo = Image.effect_mandelbrot((128, 96), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
+    fp = fingerprint(photo)
+    screening = Screening(CopyScreen(CopyIndex()))
+    assert screening.check("first", fp) and not screening.check("second", fp)  # in the caller's order
+    assert screening.check("no-thumbnail", None) and screening.unprinted == ["no-thumbnail"]
+    path = tmp_path / "downloaded.jpg"
+    photo.resize((64, 48)).save(path)
+    outcome = DownloadOutcome(DownloadJob("no-thumbnail", "http://x/i"), path=path, width=64, height=48)
+    assert screening.screen_downloads([outcome]) == [] and not path.exists()  # a copy: its file goes at once
+    screening.added({"first": "sample-9"})
+    assert screening.resolved == {"second": "sample-9", "no-thumbnail": "sample-9"}
+    assert set(screening.prints) == {"first"}
+
+
+def test_screening_off_lets_everything_through():
+    from simages_fiftyone._importing import Screening
+
+    off = Screening()
+    assert off.check("a", None) and off.unprinted == [] and off.screen_downloads([]) == []
+
+
+def test_summary_line_counts_copies_apart():
+    from simages_fiftyone._outcomes import summary_line
+
+    assert summary_line(3, 2, 7, 1) == (
+        "Imported 3; skipped: 7 copies of samples already in the dataset, 2 already imported; 1 download(s) failed"
+    )
+    assert summary_line(0, 0, 1, 0) == "Imported 0; skipped: 1 copy of samples already in the dataset"
+    assert summary_line(5, 0, 0, 0) == "Imported 5"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(10.0, 10), (0, 0), (64, 64), (None, 10)])
+def test_copy_threshold_from_a_form(value, expected):
+    from simages_core.identity import COPY_DISTANCE
+    from simages_fiftyone._params import check_copy_threshold
+
+    assert check_copy_threshold(value) == (COPY_DISTANCE if value is None else expected)
+
+
+@pytest.mark.parametrize("value", [65, -1, 2.5, "10", True])
+def test_a_bad_copy_threshold_names_the_input(value):
+    from simages_fiftyone._params import check_copy_threshold
+
+    with pytest.raises(ParamError, match=r"^copy_threshold: "):
+        check_copy_threshold(value)
