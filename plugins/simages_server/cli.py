@@ -293,6 +293,9 @@ def _clean_if_idle(index_dir: Path) -> None:
             removed = clean(index_dir, referenced_thumbnails)
     except IndexLocked:
         return
+    except OSError as exc:  # a read-only index folder (a mounted volume): serve it as it is
+        logging.getLogger("simages_server").info("left %s as it is: %s", index_dir, exc)
+        return
     if removed:
         logging.getLogger("simages_server").info(
             "removed what an interrupted run left: %s", ", ".join(removed[:10])

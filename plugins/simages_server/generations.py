@@ -33,6 +33,9 @@ META = "meta.json"
 MANIFEST = "manifest.jsonl"
 EMBEDDINGS = "embeddings.npy"
 ANN_FILE = "ann.faiss"
+READABLE = 0o644
+"""Mode of a file written through a temp file (``mkstemp`` makes them 0600): a server running as
+another user, or in a container, must read the index."""
 _GENERATION = re.compile(r"^gen-(\d{6,})$")
 _LEGACY_FILES = ("manifest.jsonl", "embeddings.npy")
 _LEFTOVERS = (".index.json.", ".new-rows.", ".embeddings.npy.", ".manifest.jsonl.", ".ann-")
@@ -140,6 +143,7 @@ def replace_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write beside ``path`` under a temporary name, flush, then rename over it: readers see old or new."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, READABLE)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -498,6 +498,7 @@ def _write_thumbnail(thumb: Image.Image, path: Path) -> None:
     """Temp file then rename: a reader (a running server) never sees half a thumbnail."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, gens.READABLE)
         with os.fdopen(fd, "wb") as fh:
             thumb.save(fh, format="WEBP", quality=80)
         os.replace(tmp, path)

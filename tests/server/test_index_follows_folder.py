@@ -144,6 +144,10 @@ def test_reindexing_follows_deleted_replaced_touched_and_new_files(tmp_path):
     again = build_index(images, out, progress=False)
     assert (again.committed, again.generation, again.unchanged, again.added) == (False, 2, 9, 0)
     assert _files(out) == _expected_files(out)
+    # Readable by a server running as another user (temp files are created 0600).
+    assert all(
+        p.stat().st_mode & 0o044 == 0o044 for p in out.rglob("*") if p.is_file() and p.name != gens.LOCK
+    )
 
 
 def test_running_server_follows_reindexing_with_queries_in_flight(tmp_path):
