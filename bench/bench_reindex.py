@@ -57,7 +57,9 @@ def main() -> int:
         started = time.perf_counter()
         full = build_index(images, out, progress=False)
         full_s = time.perf_counter() - started
-        print(f"full build: {full.added:,} images in {full_s:.1f} s ({full_s / max(1, full.added) * 1000:.2f} ms/img)")
+        print(
+            f"full build: {full.added:,} images in {full_s:.1f} s ({full_s / max(1, full.added) * 1000:.2f} ms/img)"
+        )
 
         changed = max(3, round(args.images * args.change))
         third = changed // 3
