@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from werkzeug.wrappers import Request, Response
@@ -38,6 +37,7 @@ from .fetch import Fetcher, FetchPolicy, fetch_query_image
 from .generations import stamp
 from .index import ImageIndex
 from .keys import QuotaStore, QuotaUnavailable, digest, open_quota
+from .own_urls import OwnOrigins
 from .text_search import TextIndex
 
 logger = logging.getLogger("simages_server")
@@ -46,10 +46,20 @@ logger.addFilter(RedactingFilter())  # no URL credentials in any line, traceback
 # The documented messages, so clients see what simages.info would say.
 MISSING_KEY = "Missing an API key"
 INVALID_KEY = "Invalid API key"
-QUOTA = "You exceeded free of charge day limit, contact us at https://www.ternaus.com/#contact to increase the limit."
+
+
+def quota_message(limit: int) -> str:
+    """The 402 message: simages.info's says to contact ternaus.com; ours names this server's limit and its option."""
+    return (
+        f"You exceeded this server's daily limit of {limit} successful requests per API key; it resets at "
+        "00:00 UTC. The limit is set by `simages-server serve --daily-limit N` (0: no limit)."
+    )
+
+
 # Not a documented message (simages.info has one quota store): what a client sees when ours is down.
 QUOTA_UNAVAILABLE = "quota store unavailable: the request was not run, try again shortly"
-_OWN_IMAGE_PATH = re.compile(r"^/images/([0-9a-f]{16})$")
+# /health's "labels" when no image has any: what an empty "annotations" list means, and the fix.
+NO_LABELS = "none: re-index with --detector FILE.onnx or --coco FILE.json"
 _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
@@ -57,12 +67,15 @@ _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 class ServerSettings:
     key_digests: frozenset[str]
     quota_path: Path | str  # the SQLite file, or a redis://, rediss:// or unix:// URL replicas share
-    daily_limit: int = 100
+    daily_limit: int = 0
+    """Successful requests per key per UTC day; 0: no limit (a team's own server does not ration its users)."""
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     max_body_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     latency_ms: float = 0.0
     public_url: str | None = None
+    own_origins: OwnOrigins = field(default_factory=lambda: OwnOrigins(frozenset()))
+    """The names and ports this server is reached at (``OwnOrigins.for_server``); ``public_url`` is added."""
     info: dict[str, Any] = field(default_factory=lambda: {"url": "https://ternaus.com"})
 
 
@@ -86,6 +99,12 @@ class ServingState:
             [r.caption for r in index.records],
         )
         return cls(index, text_index, pointer_stamp)
+
+    @property
+    def labels(self) -> str:
+        """``/health``'s ``labels``: how many images have labels, or ``NO_LABELS``."""
+        labelled = self.index.labelled
+        return f"{labelled} of {len(self.index)} images" if labelled else NO_LABELS
 
     def health(self) -> dict[str, Any]:
         index = self.index
@@ -115,8 +134,9 @@ class SimilarImagesApp:
             )
         self.quota: QuotaStore = open_quota(settings.quota_path, settings.daily_limit)
         self.fetcher = Fetcher(settings.fetch, pool_size=16)  # url queries, pooled across threads
-        self._own_netlocs = {urlsplit(settings.public_url).netloc} if settings.public_url else set()
+        self._own = settings.own_origins.including(settings.public_url)
         self._state = ServingState.of(index, stamp(index.root))
+        _say_if_unlabelled(self._state)
         self._failed_stamp: tuple[int, int, int] | None = None
         self._reload_lock = threading.Lock()
         self._stop_watching = threading.Event()
@@ -164,6 +184,7 @@ class SimilarImagesApp:
                 "now serving generation %d of %s: %d images (was generation %d, %d images)",
                 index.generation, root, len(index), state.index.generation, len(state.index),
             )  # fmt: skip
+            _say_if_unlabelled(self._state)
             return True
 
     def watch_index(self, interval: float) -> threading.Thread:
@@ -209,7 +230,7 @@ class SimilarImagesApp:
             models = {"embedder": self.embedder.info(), "detector": self.detector_info}
             health = {
                 "status": "ok", "images": len(state.index), "embedder": state.index.embedder, "models": models,
-                "index": state.health(),
+                "labels": state.labels, "index": state.health(),
             }  # fmt: skip
             health["quota"] = self.quota.description  # "sqlite" or "redis at host:port", never a password
             return _json(_without_credentials(health), 200)  # model or API URLs may carry userinfo
@@ -248,7 +269,7 @@ class SimilarImagesApp:
             logger.warning("%s", exc)
             return _json(error_envelope(503, QUOTA_UNAVAILABLE), 503)
         if not reserved:
-            return _json(error_envelope(402, QUOTA), 402)
+            return _json(error_envelope(402, quota_message(self.quota.limit)), 402)
         try:
             result = self._answer(search, request, state)
         except InvalidRequest as exc:
@@ -324,22 +345,32 @@ class SimilarImagesApp:
         return self.embedder.embed_images([image])[0]
 
     def _own_image_position(self, url: str, request: Request, index: ImageIndex) -> int | None:
-        """A URL of this server's own images is looked up, never fetched (no request to ourselves)."""
-        parts = urlsplit(url)
-        match = _OWN_IMAGE_PATH.match(parts.path)
-        if not match or parts.netloc not in self._own_netlocs | {request.host}:
+        """A URL of this server's own image or thumbnail is looked up, never fetched (no request to
+        ourselves), under any name the server is reached by, or the ``Host`` this client used."""
+        image_id = self._own.image_id(url, also=(request.host,))
+        if image_id is None:
             return None
-        position = index.position(match.group(1))
+        position = index.position(image_id)
         if position is None:
-            raise InvalidRequest(
-                f"'url' names an image this server does not have: {match.group(1)}", field="url"
-            )
+            raise InvalidRequest(f"'url' names an image this server does not have: {image_id}", field="url")
         return position
 
     def _text_hits(self, text: str, k: int, state: ServingState) -> list[tuple[int, float]]:
         if self.embedder.supports_text:  # CLIP: text and images share one space
             return state.index.nearest(self.embedder.embed_texts([text])[0], k)
         return state.text_index.top(text, k)
+
+
+def _say_if_unlabelled(state: ServingState) -> None:
+    """Once per generation served: an index without labels answers empty annotations, by design, and
+    nothing else would tell the operator why (the answers stay as documented)."""
+    if state.index.labelled == 0:
+        logger.warning(
+            "the index at %s (generation %d) has no labels: searches asking for labels answer empty "
+            "annotations, and text search finds only captions unless the server has --clip-model; "
+            "re-index with --detector FILE.onnx or --coco FILE.json",
+            state.index.root, state.index.generation,
+        )  # fmt: skip
 
 
 def _no_constants(name: str) -> Any:

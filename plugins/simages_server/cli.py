@@ -15,6 +15,7 @@ from simages_core.identity import COPY_DISTANCE
 from .ann import ANN_MODES, ANN_THRESHOLD
 from .embedders import ImageEmbedder
 from .generations import IndexLocked
+from .http_server import ConnectionLimits, PortInUse
 from .keys import ENV_SERVER_KEYS
 from .models import ModelError
 
@@ -69,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--api-keys", type=Path, help=f"file with one key per line (or set {ENV_SERVER_KEYS})")
     serve.add_argument(
-        "--daily-limit", type=int, default=100, help="successful requests per key per day (0: none)"
-    )
+        "--daily-limit", type=int, default=0, metavar="N",
+        help="successful requests per key per UTC day (default 0: no limit)",
+    )  # fmt: skip
     serve.add_argument(
         "--state", metavar="FOLDER|URL",
         help="where the daily counters live: a folder (default: the index folder), or a Redis URL "
@@ -85,7 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument("--fetch-timeout", type=float, default=10.0, help="seconds to fetch a 'url' query")
     serve.add_argument("--max-body-mb", type=float, default=10.0)
-    serve.add_argument("--threads", type=int, default=16, help="worker threads")
+    serve.add_argument("--threads", type=int, default=16, help="worker threads (default 16)")
+    limits = ConnectionLimits()
+    serve.add_argument(
+        "--connection-limit", type=int, default=limits.connection_limit, metavar="N",
+        help=f"open connections at most; more wait to be accepted (default {limits.connection_limit})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--request-timeout", type=float, default=limits.request_timeout, metavar="SECONDS",
+        help="close a connection that has not sent a whole request (headers and body) this long after "
+        f"opening or starting it (0: no bound; default {limits.request_timeout:g})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--idle-timeout", type=float, default=limits.idle_timeout, metavar="SECONDS",
+        help=f"close a kept-alive connection idle this long between requests (default {limits.idle_timeout:g})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--backlog", type=int, default=limits.backlog, metavar="N",
+        help=f"connections the OS queues for accepting (default {limits.backlog})",
+    )  # fmt: skip
     serve.add_argument(
         "--reload-interval", type=float, default=2.0, metavar="SECONDS",
         help="how often to look for a new index generation and switch to it (0: never; default 2)",
@@ -187,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args)
         return _serve(args)
+    except PortInUse as exc:
+        print(f"simages-server: {exc.strerror}", file=sys.stderr)
+        return 1
     except (OSError, ValueError, IndexLocked) as exc:
         print(f"simages-server: {exc}", file=sys.stderr)
         return 2
@@ -201,9 +224,11 @@ def _index(args: argparse.Namespace) -> int:
         ann=args.ann, ann_threshold=args.ann_threshold, skip_copies=args.skip_copies,
         copy_threshold=args.copy_threshold,
     )  # fmt: skip
+    kinds = report.skipped_by_kind
+    by_kind = ", ".join(f"{len(files)} {kind}" for kind, files in kinds.items() if files)
     print(
         f"indexed {report.added} new image(s); {report.total} in {args.out}; "
-        f"labelled {report.labelled}; skipped {len(report.skipped)}"
+        f"labelled {report.labelled}; skipped {report.skipped_count}" + (f" ({by_kind})" if by_kind else "")
     )
     print(f"changed {report.changed}, removed {report.removed}, unchanged {report.unchanged}")
     if report.upgraded:
@@ -218,14 +243,36 @@ def _index(args: argparse.Namespace) -> int:
         summary = report.ann.tuning()
         if summary is not None:
             print(summary)
-    for line in report.skipped:
-        print(f"  skipped {line}")
+    _print_skipped(kinds)
     if report.copies:
         verb = "not added" if report.copies_skipped else "added; --skip-copies leaves them out"
         print(f"{len(report.copies)} new image(s) are copies of indexed ones ({verb}):")
         for copy in report.copies:
             print(f"  {copy.file} is a copy of {copy.copy_of} ({copy.distance} bits apart)")
     return 0
+
+
+# Per kind of skipped file, at most this many are listed (a folder of sidecar files would bury the rest).
+_LISTED_PER_KIND = 50
+
+
+def _print_skipped(kinds: dict[str, list[str]]) -> None:
+    """Skipped files, listed by kind: what they are tells the user whether anything is wrong."""
+    from .index import IMAGE_SUFFIXES
+
+    for kind, files in kinds.items():
+        if not files:
+            continue
+        why = (
+            f"not an image by its extension (images: {' '.join(sorted(IMAGE_SUFFIXES))})"
+            if kind == "not an image"
+            else "image files that could not be read"
+        )
+        print(f"skipped {len(files)} file(s), {why}:")
+        for line in files[:_LISTED_PER_KIND]:
+            print(f"  {line}")
+        if len(files) > _LISTED_PER_KIND:
+            print(f"  ... and {len(files) - _LISTED_PER_KIND} more")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -239,16 +286,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import waitress
-
     from .app import ServerSettings, SimilarImagesApp
     from .fetch import FetchPolicy, parse_networks
+    from .http_server import check_port_free, create_server
     from .index import ImageIndex
     from .keys import digests, is_redis_url, load_keys
+    from .own_urls import OwnOrigins
 
+    limits = ConnectionLimits(
+        connection_limit=args.connection_limit, request_timeout=args.request_timeout,
+        idle_timeout=args.idle_timeout, backlog=args.backlog,
+    )  # fmt: skip
+    if args.daily_limit < 0:
+        raise ValueError(f"--daily-limit must be ≥ 0 (0: no limit), not {args.daily_limit}")
     keys = load_keys(args.api_keys)
     if not keys:
         raise ValueError(f"no API keys: give --api-keys FILE or set {ENV_SERVER_KEYS}=key1,key2")
+    check_port_free(args.host, args.port)  # before loading the index: a busy port is one line, at once
     _clean_if_idle(args.index)
     index = ImageIndex.load(args.index)
     quota_state: Path | str
@@ -266,18 +320,22 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         latency_ms=args.latency_ms,
         public_url=args.public_url,
+        own_origins=OwnOrigins.for_server(args.host, args.port, args.public_url),
     )
     embedder, detector = _models(args, args.index, serving=True)
     app = SimilarImagesApp(index, settings, embedder, detector.info() if detector else None)
+    # Listening before saying "serving": a port taken meanwhile is still one line, never a traceback.
+    server = create_server(app, host=args.host, port=args.port, threads=args.threads, limits=limits)
     if args.reload_interval > 0:
         app.watch_index(args.reload_interval)
     logging.getLogger("simages_server").info(
-        "serving %d images on http://%s:%d (%d key(s), daily limit %s, quota in %s)",
+        "serving %d images on http://%s:%d (%d key(s), daily limit %s, quota in %s; at most %d connections, "
+        "a request within %s, idle %g s)",
         len(index), args.host, args.port, len(keys), args.daily_limit or "none", app.quota.description,
+        limits.connection_limit, f"{limits.request_timeout:g} s" if limits.request_timeout else "any time",
+        limits.idle_timeout,
     )  # fmt: skip
-    waitress.serve(
-        app, host=args.host, port=args.port, threads=args.threads, ident="simages-server", _quiet=True
-    )
+    server.run()
     return 0
 
 

@@ -111,8 +111,8 @@ class CopyFound:
 class BuildReport:
     added: int
     skipped: list[str]
-    """Files that could not be read as images, with the reason (a changed file that no longer reads is
-    also removed from the index)."""
+    """Image files (by extension) that could not be read as images, with the reason (a changed file that
+    no longer reads is also removed from the index)."""
     total: int
     labelled: int = 0
     """Images the detector labelled in this run (new ones and earlier ones that had no labels)."""
@@ -132,6 +132,19 @@ class BuildReport:
     """False: nothing changed, so no new generation was written."""
     upgraded: bool = False
     """The run read a format-1 index and wrote it in the current format."""
+    not_images: tuple[str, ...] = ()
+    """Files in the folder whose extension is not an image's: not read, not indexed (hidden files are
+    not listed)."""
+
+    @property
+    def skipped_by_kind(self) -> dict[str, list[str]]:
+        """Every skipped file by why: ``not an image`` (its extension), ``unreadable`` (an image file
+        that does not decode, with the reason)."""
+        return {"not an image": list(self.not_images), "unreadable": list(self.skipped)}
+
+    @property
+    def skipped_count(self) -> int:
+        return len(self.not_images) + len(self.skipped)
 
 
 def image_id_for(relative_path: str) -> str:
@@ -364,18 +377,30 @@ def referenced_thumbnails(folders: Iterable[Path]) -> set[str]:
     return names
 
 
-def list_images(images_dir: Path) -> list[str]:
-    """Relative paths of the image files under a folder, sorted, hidden files skipped."""
-    found = []
+@dataclass(frozen=True)
+class FolderScan:
+    """What a folder holds, as relative POSIX paths, sorted; hidden files and folders are left out."""
+
+    images: list[str]
+    not_images: list[str]
+    """Files whose extension is not an image's (``IMAGE_SUFFIXES``): skipped by ``index``, and listed."""
+
+
+def scan_folder(images_dir: Path) -> FolderScan:
+    """The image files under a folder, and the other files (not hidden) that indexing skips."""
+    images: list[str] = []
+    others: list[str] = []
     for path in images_dir.rglob("*"):
         rel = path.relative_to(images_dir)
-        if (
-            path.is_file()
-            and path.suffix.lower() in IMAGE_SUFFIXES
-            and not any(p.startswith(".") for p in rel.parts)
-        ):
-            found.append(rel.as_posix())
-    return sorted(found)
+        if any(p.startswith(".") for p in rel.parts) or not path.is_file():
+            continue
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(rel.as_posix())
+    return FolderScan(sorted(images), sorted(others))
+
+
+def list_images(images_dir: Path) -> list[str]:
+    """Relative paths of the image files under a folder, sorted, hidden files skipped."""
+    return scan_folder(images_dir).images
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,9 @@ from .index import (
     apply_coco,
     image_id_for,
     index_metadata,
-    list_images,
     load_coco_labels,
     referenced_thumbnails,
+    scan_folder,
     start_generation,
     write_manifest,
 )
@@ -194,11 +194,13 @@ def _shown(info: dict[str, Any] | None, fallback: str) -> str:
 
 def _jobs(
     index: ImageIndex, images_dir: Path, detector: YoloDetector | None
-) -> tuple[list[_Job], set[int], int]:
+) -> tuple[list[_Job], set[int], int, list[str]]:
     """What to look at: indexed files first (so the copy screening knows their fingerprints), then
-    labels, then new files. Returns the jobs, the rows whose file is gone, and the unchanged count."""
+    labels, then new files. Returns the jobs, the rows whose file is gone, the unchanged count, and the
+    files that are not images (by extension)."""
+    scan = scan_folder(images_dir)
     present: dict[str, os.stat_result] = {}
-    for rel in list_images(images_dir):
+    for rel in scan.images:
         try:
             present[rel] = os.stat(images_dir / rel)
         except FileNotFoundError:  # deleted while we listed
@@ -221,7 +223,7 @@ def _jobs(
             unchanged += 1
     known = {record.file for record in index.records}
     new = [_Job("new", rel) for rel in present if rel not in known]
-    return checks + labels + new, gone, unchanged
+    return checks + labels + new, gone, unchanged, scan.not_images
 
 
 class _Run:
@@ -252,7 +254,7 @@ class _Run:
         self, coco: str | Path | None, ann_mode: AnnMode, ann_threshold: int, progress: bool
     ) -> BuildReport:
         index = self.index
-        jobs, gone, unchanged = _jobs(index, self.images_dir, self.detector)
+        jobs, gone, unchanged, not_images = _jobs(index, self.images_dir, self.detector)
         self.thumbnails.mkdir(parents=True, exist_ok=True)
         number, folder, previous = start_generation(index.root)
         rows_path = folder / ".new-rows.f32"
@@ -301,6 +303,7 @@ class _Run:
             generation=number if committed else index.generation,
             committed=committed,
             upgraded=upgraded and committed,
+            not_images=tuple(not_images),
         )
 
     def _stream(self, jobs: list[_Job], gone: set[int], rows_path: Path, progress: bool) -> _Found:

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from simages_core.protocol import error_envelope
-from simages_server.app import QUOTA, QUOTA_UNAVAILABLE
+from simages_server.app import QUOTA_UNAVAILABLE, quota_message
 from simages_server.keys import QuotaUnavailable, digest, utc_day
 from simages_server.quota_redis import EXPIRY_SECONDS, RedisDailyQuota
 from simages_server.testing import ServerProcess, free_port
@@ -117,7 +117,7 @@ def test_two_replicas_on_one_redis_enforce_one_limit(local_api, redis_server, tm
     codes = [a.status_code for a in answers]
     assert codes.count(200) == 50 and codes.count(402) == 150, sorted(set(codes))
     over = [a.json() for a in answers if a.status_code == 402]
-    assert all(body == error_envelope(402, QUOTA) for body in over)
+    assert all(body == error_envelope(402, quota_message(50)) for body in over)
     # Both replicas served some of the 50 (the limit is shared, not split or doubled).
     served_by = {i % 2 for i, a in enumerate(answers) if a.status_code == 200}
     assert served_by == {0, 1}

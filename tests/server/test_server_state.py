@@ -38,7 +38,7 @@ def test_daily_limit_is_402_and_survives_a_restart(local_api, tmp_path):
         # A failed request is not counted (the API bills successes only)...
         assert _search(server.url, server.api_key, {"text": ""}).status_code == 400
         over = _search(server.url, server.api_key)
-        assert over.status_code == 402 and "day limit" in over.json()["error"]
+        assert over.status_code == 402 and "daily limit of 3" in over.json()["error"]
     with local_api.start_server(tmp_path, daily_limit=3, state=state) as server:
         assert _search(server.url, server.api_key).status_code == 402
         with (
