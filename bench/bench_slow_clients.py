@@ -9,8 +9,8 @@ sends text queries, each on a new connection (as a CLI run or a fresh worker doe
 measured first in the same run against the same server process.
 
 Target: p99 under attack below ``--target-p99`` (1 s) and no failed query; exit 1 on a miss.
-``--before`` also runs the attack against a server with waitress's own limits (100 connections,
-no request deadline, 120 s idle), the behaviour before ``serve`` bounded them, for comparison
+``--before`` also runs the attack against ``serve`` on waitress with its own limits (100
+connections, no request deadline, 120 s idle, no room made), as before ``serve`` bounded them, for comparison
 (not part of the verdict). Everything stops by itself: the attack after ``--seconds``, each query
 after ``--query-timeout`` s (counted as a failure), the server at the end.
 
@@ -34,7 +34,18 @@ import requests
 from simages_server.demo import build_demo_index
 from simages_server.testing import ServerProcess
 
-WAITRESS_DEFAULTS = ("--connection-limit", "100", "--request-timeout", "0", "--idle-timeout", "120")
+# `serve` as it was before it bounded connections: waitress with its own defaults (100 connections,
+# no request deadline, 120 s idle, one accept per loop pass, nobody closed to make room).
+PLAIN_WAITRESS = """
+import sys, waitress
+from simages_server import cli, http_server
+
+def plain(app, *, host, port, threads, limits):
+    return waitress.create_server(app, host=host, port=port, threads=threads, ident="simages-server")
+
+http_server.create_server = plain
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
 
 @dataclass(frozen=True)
@@ -163,9 +174,18 @@ def run_queries(
 
 
 def measure(
-    index_dir: Path, log: Path, args: argparse.Namespace, extra: tuple[str, ...]
+    index_dir: Path,
+    log: Path,
+    args: argparse.Namespace,
+    extra: tuple[str, ...],
+    *,
+    plain_waitress: bool = False,
 ) -> tuple[Latencies, Latencies, AttackStats]:
-    with ServerProcess(index_dir, extra_args=extra, log_path=log) as server:
+    server = ServerProcess(index_dir, extra_args=extra, log_path=log)
+    if plain_waitress:
+        assert server.args[1:3] == ["-m", "simages_server"]
+        server.args[1:3] = ["-c", PLAIN_WAITRESS]
+    with server:
         run_queries(server, count=10, until=None, interval=0, timeout=args.query_timeout)  # warm-up
         quiet = run_queries(
             server, count=args.baseline_queries, until=None, interval=0, timeout=args.query_timeout
@@ -215,9 +235,9 @@ def main() -> int:
         print(f"  p99 under attack / without: {ratio:.2f}x")
         if args.before:
             before_quiet, before_attacked, before_stats = measure(
-                index_dir, Path(tmp) / "server-before.log", args, WAITRESS_DEFAULTS
+                index_dir, Path(tmp) / "server-before.log", args, (), plain_waitress=True
             )
-            print(f"serve {' '.join(WAITRESS_DEFAULTS)} (waitress's own limits, as before; for comparison)")
+            print("serve on waitress with its own limits, as before (for comparison):")
             print(before_quiet.line("  without attack"))
             print(before_attacked.line("  under attack"))
             print(f"  attack: {before_stats.opened} connections opened, {before_stats.closed_by_server} closed "

@@ -5,11 +5,15 @@ threads, so a connection that sends its headers slowly costs a socket, not a thr
 is a bound on how long that may take: out of the box it stops accepting at 100 open connections and
 drops a connection only after 120 s *without a byte*, so 100 clients sending one header byte a
 second hold every slot for as long as they like (measured: 300 such connections kept every other
-client out for 30 s). Here each connection must deliver a whole request within ``request_timeout``
-of opening (or of starting a later request on a kept-alive connection), an idle kept-alive
-connection is closed after ``idle_timeout``, and the connection limit is high enough that a
-slow-header attack of a few hundred connections leaves room for real clients while the deadline
-recycles the slots it holds.
+client out for 30 s). Here
+
+- each connection must deliver a whole request within ``request_timeout`` of opening (or of
+  starting a later request on a kept-alive connection), and an idle kept-alive connection is closed
+  after ``idle_timeout``;
+- near the connection limit, a new connection is not left waiting in the backlog: the open
+  connection that has waited longest for its request (or sat idle longest) is closed to make room.
+  A real client's request arrives within milliseconds of connecting, so it is never the oldest;
+  an attacker holding more connections than the limit only recycles its own.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ logger = logging.getLogger("simages_server")
 # Sockets the process needs besides its connections: the listening sockets, the trigger pipe, the
 # index and quota files, url-query fetches, and waitress's overflow temp files for large bodies.
 _SPARE_FILES = 256
+# Entries of waitress's socket map that are not connections: listening sockets (one per address of
+# the host name) and the wake-up pipe.
+_NON_CONNECTIONS = 8
+# Connections accepted at most per pass of the event loop (each a non-blocking accept()).
+_ACCEPTS_PER_PASS = 64
 # How often a summary of closed slow connections is logged at most (an attack would otherwise
 # write one line per connection).
 _CLOSED_LOG_INTERVAL = 60.0
@@ -46,7 +55,9 @@ class ConnectionLimits:
     """What one client connection may hold, and how many may be open (``serve`` options of these names)."""
 
     connection_limit: int = 1000
-    """Open connections at most; beyond it new ones wait in the listen backlog (waitress's default: 100)."""
+    """Open connections at most (waitress's default: 100). From 95% of it on, each new connection
+    closes the open one that has waited longest without a whole request (or idled longest), so new
+    clients are served at once instead of waiting in the listen backlog."""
     request_timeout: float = 10.0
     """Seconds a connection may take to send a whole request (headers and body) from opening, or from
     the first byte of a later request on a kept-alive connection; then it is closed (0: no bound)."""
@@ -84,7 +95,8 @@ class _ClosedCounter:
                 return
             count, self._unlogged, self._next_log = self._unlogged, 0, now + _CLOSED_LOG_INTERVAL
         logger.warning(
-            "closed %d connection(s) that did not send a whole request within %g s (--request-timeout)",
+            "closed %d connection(s) that did not send a whole request within %g s (--request-timeout) or "
+            "waited longest for one with the connections near --connection-limit",
             count, self.request_timeout,
         )  # fmt: skip
 
@@ -101,13 +113,37 @@ class BoundedChannel(HTTPChannel):
 
     request_timeout: float = ConnectionLimits.request_timeout
     idle_timeout: float = ConnectionLimits.idle_timeout
+    evict_from: int = 0
+    """Open connections from which a new one closes the longest-waiting one (0: never)."""
     closed_counter: _ClosedCounter | None = None
     will_close: bool  # waitress's flag: the loop closes the socket once it is set
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: float | None = self._request_deadline(self.creation_time)
+        self._waiting_since = self.creation_time
+        """When this connection started waiting for a request (opened, started one, or went idle)."""
         self._between_requests = False
+        if self.evict_from and len(self.server.active_channels) > self.evict_from:
+            self._make_room()
+
+    def _waiting(self) -> bool:
+        """Holding a slot without a request being served or an answer being sent: may be closed for room."""
+        return not (self.will_close or self.close_when_flushed or self.requests or self.total_outbufs_len)
+
+    def _make_room(self) -> None:
+        """Close the connection that has waited longest for its request (idle ones count as waiting)."""
+        waiting = [
+            channel
+            for channel in self.server.active_channels.values()
+            if channel is not self and isinstance(channel, BoundedChannel) and channel._waiting()
+        ]
+        if not waiting:
+            return  # every connection is being served: waitress's own limit applies
+        oldest = min(waiting, key=lambda channel: channel._waiting_since)
+        if not oldest._between_requests and self.closed_counter is not None:
+            self.closed_counter.add(time.time())
+        oldest.will_close = True  # closed by the loop on its next pass
 
     def _request_deadline(self, now: float) -> float | None:
         return now + self.request_timeout if self.request_timeout > 0 else None
@@ -117,7 +153,8 @@ class BoundedChannel(HTTPChannel):
         if self.requests:  # a whole request arrived: being served, no deadline until it is answered
             self._deadline = None
         elif self.request is not None and self._between_requests:  # a later request starts arriving
-            self._deadline = self._request_deadline(time.time())
+            self._waiting_since = time.time()
+            self._deadline = self._request_deadline(self._waiting_since)
             self._between_requests = False
         return done
 
@@ -127,6 +164,7 @@ class BoundedChannel(HTTPChannel):
         with self.requests_lock:
             if self.requests:
                 return  # the next pipelined request is queued and will be served
+            self._waiting_since = now
             if self.request is not None:  # part of the next request arrived while this one was served
                 self._deadline = self._request_deadline(now)
             else:
@@ -210,7 +248,8 @@ def create_server(app: Any, *, host: str, port: int, threads: int, limits: Conne
             port=port,
             threads=threads,
             ident="simages-server",
-            connection_limit=limits.connection_limit,
+            # waitress counts its listening sockets and wake-up pipe too: the limit is on connections.
+            connection_limit=limits.connection_limit + _NON_CONNECTIONS,
             backlog=limits.backlog,
             # waitress's own sweep (every cleanup_interval) closes connections silent for
             # channel_timeout, which also covers a client that stopped reading its answer.
@@ -229,12 +268,37 @@ def create_server(app: Any, *, host: str, port: int, threads: int, limits: Conne
         {
             "request_timeout": limits.request_timeout,
             "idle_timeout": limits.idle_timeout,
+            "evict_from": max(1, limits.connection_limit - max(1, limits.connection_limit // 20)),
             "closed_counter": _ClosedCounter(limits.request_timeout),
         },
     )
     for listener in _listeners(server):
         listener.channel_class = channel  # waitress makes each accepted connection of this class
+        listener.handle_accept = _accepting_several(listener)
     return server
+
+
+def _accepting_several(listener: BaseWSGIServer) -> Any:
+    """``handle_accept`` taking up to ``_ACCEPTS_PER_PASS`` waiting connections per loop pass, not one.
+
+    One pass of waitress's loop visits every open connection, so with a thousand open it takes a few
+    milliseconds; accepting one connection a pass, a client queued behind a few hundred reconnecting
+    attackers waited most of a second (measured). Stops at the first pass with nothing to accept, and
+    at waitress's own limit.
+    """
+    accept_one = listener.handle_accept
+    socket_map = listener._map
+
+    def handle_accept() -> None:
+        for _ in range(_ACCEPTS_PER_PASS):
+            before = len(socket_map)
+            if before >= listener.adj.connection_limit:
+                return
+            accept_one()
+            if len(socket_map) == before:  # nothing was waiting (or the client had gone already)
+                return
+
+    return handle_accept
 
 
 def _listeners(server: Any) -> list[BaseWSGIServer]:
