@@ -49,11 +49,18 @@ class OwnOrigins:
     """The ``(host, port)`` pairs this server is reached at; hosts lower-case, IPv6 without brackets."""
 
     origins: frozenset[tuple[str, int]]
+    prefixes: frozenset[tuple[str, int, str]] = frozenset()
+    """Origins reached under a path prefix (a ``--public-url`` such as ``https://example.org/simages``)."""
 
     def including(self, public_url: str | None) -> OwnOrigins:
         """These origins and ``public_url``'s (if given)."""
         origin = _origin(public_url) if public_url else None
-        return self if origin is None else OwnOrigins(self.origins | {origin})
+        if origin is None:
+            return self
+        prefix = _path_prefix(public_url or "")
+        if prefix:
+            return OwnOrigins(self.origins, self.prefixes | {(*origin, prefix)})
+        return OwnOrigins(self.origins | {origin}, self.prefixes)
 
     @classmethod
     def for_server(
@@ -73,13 +80,10 @@ class OwnOrigins:
             names.update(_normalised(name) for name in names_of_machine())
         elif bound == "localhost" or (address is not None and address.is_loopback):
             names.update(LOOPBACK_NAMES)
-        origins = {(name, port) for name in names if name}
-        if public_url:
-            public = _origin(public_url)
-            if public is None:
-                raise ValueError(f"--public-url {public_url!r} is not an http(s) URL with a host")
-            origins.add(public)
-        return cls(frozenset(origins))
+        bound_origins = cls(frozenset((name, port) for name in names if name))
+        if public_url and _origin(public_url) is None:
+            raise ValueError(f"--public-url {public_url!r} is not an http(s) URL with a host")
+        return bound_origins.including(public_url)
 
     def image_id(self, url: str, *, also: Iterable[str] = ()) -> str | None:
         """The id of this server's image that ``url`` names, else ``None``.
@@ -91,14 +95,17 @@ class OwnOrigins:
             parts = urlsplit(url)
         except ValueError:
             return None
-        image_id = own_image_id(parts.path)
-        if image_id is None:
-            return None
         origin = _origin(url)
         if origin is None:
             return None
-        if origin in self.origins or parts.netloc.lower() in {value.lower() for value in also}:
+        image_id = own_image_id(parts.path)
+        if image_id is not None and (
+            origin in self.origins or parts.netloc.lower() in {value.lower() for value in also}
+        ):
             return image_id
+        for host, port, prefix in self.prefixes:
+            if (host, port) == origin and parts.path.startswith(prefix + "/"):
+                return own_image_id(parts.path[len(prefix) :])
         return None
 
 
@@ -113,6 +120,14 @@ def _origin(url: str) -> tuple[str, int] | None:
     if scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
         return None  # userinfo: not how anyone names this server, so not ours
     return _normalised(parts.hostname), port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def _path_prefix(url: str) -> str:
+    """The path a base URL adds before ``/images/…`` (``""`` for none)."""
+    try:
+        return urlsplit(url).path.rstrip("/")
+    except ValueError:
+        return ""
 
 
 def _normalised(host: str) -> str:

@@ -83,6 +83,12 @@ def test_the_public_url_is_ours_with_its_own_port():
     assert origins.image_id(f"https://images.example.org/images/{ID}") == ID
     assert origins.image_id(f"https://images.example.org:443/thumbnails/{ID}.webp") == ID
     assert origins.image_id(f"http://images.example.org:{PORT}/images/{ID}") is None
+    behind = OwnOrigins.for_server("127.0.0.1", PORT, "https://example.org/simages/")
+    assert behind.image_id(f"https://example.org/simages/images/{ID}") == ID
+    assert behind.image_id(f"https://example.org/simages/thumbnails/{ID}.webp") == ID
+    assert behind.image_id(f"https://example.org/images/{ID}") is None
+    assert behind.image_id(f"https://example.org/other/images/{ID}") is None
+    assert behind.image_id(f"http://localhost:{PORT}/images/{ID}") == ID  # the bind names stay
     with pytest.raises(ValueError, match="--public-url"):
         OwnOrigins.for_server("127.0.0.1", PORT, "not a url")
 
