@@ -19,7 +19,7 @@ from pathlib import Path
 import fiftyone as fo
 from PIL import Image, ImageOps
 
-from simages_core import SearchResult, SimilarImage, SimilarImagesError
+from simages_core import SearchResult, SimilarImage
 from simages_core.fetch import Fetcher
 from simages_core.identity import (
     COPY_DISTANCE,
@@ -182,19 +182,9 @@ class CopyScreen:
 def thumbnail_fingerprints(
     images: Sequence[SimilarImage], fetcher: Fetcher, cache: FingerprintCache, max_workers: int
 ) -> dict[str, Fingerprint]:
-    """``fingerprint_results``, robust to one thumbnail's fetch error ending the whole call: then each
-    image is tried alone (those already read come from ``cache``), so one broken thumbnail costs only
-    its own fingerprint (its image is then screened from the downloaded file)."""
-    try:
-        return fingerprint_results(images, fetcher, cache=cache, max_workers=max_workers)
-    except SimilarImagesError:
-        found: dict[str, Fingerprint] = {}
-        for image in images:
-            try:
-                found.update(fingerprint_results([image], fetcher, cache=cache, max_workers=1))
-            except SimilarImagesError:
-                continue
-        return found
+    """Fingerprints of results by image id, from their thumbnails; one that cannot be fetched or read
+    has none (its image is then screened from the downloaded file)."""
+    return fingerprint_results(images, fetcher, cache=cache, max_workers=max_workers)
 
 
 class ThumbnailPrints:

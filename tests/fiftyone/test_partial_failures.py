@@ -149,7 +149,7 @@ def test_a_new_dataset_that_receives_nothing_is_not_left_behind(
     policy = DownloadPolicy(attempts=1, backoff=0.01)
     result = simages_fiftyone.import_similar(
         dataset, text="horse", num_similar=2, new_dataset_name=new_name, media_dir=str(media),
-        api_url=proxy.url, policy=policy,
+        api_url=proxy.url, policy=policy, screen_copies=False,  # the two are copies of one photo
     )  # fmt: skip
     assert (result.imported, result.failed_downloads, result.new_dataset) == (0, 2, False)
     assert not fo.dataset_exists(new_name) and not os.listdir(media)
@@ -158,7 +158,7 @@ def test_a_new_dataset_that_receives_nothing_is_not_left_behind(
     proxy.broken.clear()
     again = simages_fiftyone.import_similar(
         dataset, text="horse", num_similar=2, new_dataset_name=new_name, media_dir=str(media),
-        api_url=proxy.url, policy=policy,
+        api_url=proxy.url, policy=policy, screen_copies=False,  # the two are copies of one photo
     )  # fmt: skip
     assert (again.imported, again.new_dataset) == (2, True)
     assert sorted(fo.load_dataset(new_name).values("simages_id")) == sorted(ids)

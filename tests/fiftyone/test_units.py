@@ -251,22 +251,25 @@ def test_a_taken_name_gets_a_suffix_and_the_old_file_is_kept(file_server, tmp_pa
 
 
 def test_the_copy_screen_names_the_target_sample_or_the_accepted_candidate():
-    from simages_core.identity import CopyIndex, Fingerprint
+    import skimage.data  # real photos, in the wheel
+
+    from simages_core.identity import CopyIndex, fingerprint
     from simages_fiftyone._screening import CopyScreen
 
-    near = Fingerprint(0b1111, 0b1111)
-    far = Fingerprint(2**64 - 1, 2**64 - 1)
-    other = Fingerprint(0xFFFF_0000_FFFF_0000, 0xFFFF_0000_FFFF_0000)
-    screen = CopyScreen(CopyIndex(4, [("sample-1", Fingerprint(0, 0))]))
-    verdict = screen.check("cand-a", near)
-    assert verdict is not None and verdict.sample_id == "sample-1" and verdict.distance == 4
-    assert screen.check("cand-b", far) is None  # accepted: later copies of it are caught
-    later = screen.check("cand-c", Fingerprint(far.upright ^ 1, far.mirrored ^ 1))
+    sample, new, other = (
+        Image.fromarray(f()).convert("RGB")
+        for f in (skimage.data.astronaut, skimage.data.coffee, skimage.data.camera)
+    )
+    screen = CopyScreen(CopyIndex(items=[("sample-1", fingerprint(sample))]))
+    verdict = screen.check("cand-a", fingerprint(sample.resize((256, 256))))
+    assert verdict is not None and (verdict.sample_id, verdict.image_id) == ("sample-1", None)
+    assert screen.check("cand-b", fingerprint(new)) is None  # accepted: later copies of it are caught
+    later = screen.check("cand-c", fingerprint(new.resize((300, 200))))
     assert later is not None and (later.sample_id, later.image_id) == (None, "cand-b")
-    screen.added({"cand-b": "sample-2"}, {"cand-b": far})
-    again = screen.check("cand-d", far)
-    assert again is not None and again.sample_id == "sample-2"  # now a target sample
-    assert screen.check("cand-e", other) is None
+    screen.added({"cand-b": "sample-2"}, {"cand-b": fingerprint(new)})
+    again = screen.check("cand-d", fingerprint(new))
+    assert again is not None and again.sample_id == "sample-2"  # a target sample now
+    assert screen.check("cand-e", fingerprint(other)) is None
 
 
 def test_screening_keeps_the_first_copy_and_screens_unprinted_downloads_from_their_file(tmp_path):
