@@ -187,7 +187,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--baseline-samples", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating off/on runs per size; the fastest counts")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating off/on runs per size; the fastest counts"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--screen", choices=("on", "off"), default="on", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -234,7 +236,9 @@ def main() -> int:
             # a real API and CDN serve many connections at once: searches, downloads and thumbnails
             extra_args=("--threads", "128"),
         ) as server:
-            loop_search_s, loop_rest_s, loop_imported = sequential_loop(server.url, files[: args.baseline_samples], root / "loop")
+            loop_search_s, loop_rest_s, loop_imported = sequential_loop(
+                server.url, files[: args.baseline_samples], root / "loop"
+            )
             floor = {n: search_only(server.url, files[:n], args.workers) for n in sorted(args.samples)}
             for n in sorted(args.samples):
                 # Off and on alternate, and the fastest of each is kept: a burst of load elsewhere on
@@ -242,9 +246,22 @@ def main() -> int:
                 for screen in ("off", "on") * args.rounds:
                     out = subprocess.run(
                         [
-                            sys.executable, __file__, "--child", str(n), "--url", server.url,
-                            "--query-dir", str(root / "queries"), "--media-root", str(root / "media"),
-                            "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--screen", screen,
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            str(n),
+                            "--url",
+                            server.url,
+                            "--query-dir",
+                            str(root / "queries"),
+                            "--media-root",
+                            str(root / "media"),
+                            "--workers",
+                            str(args.workers),
+                            "--batch-size",
+                            str(args.batch_size),
+                            "--screen",
+                            screen,
                         ],
                         check=True,
                         capture_output=True,
@@ -272,7 +289,10 @@ def main() -> int:
             by_size[run["samples"]][run["screen"]] = run
     for n, pair in sorted(by_size.items()):
         off, on = pair["off"], pair["on"]
-        ideal = max(math.ceil(off["searches"] / args.workers), math.ceil(off["imported"] / download_workers)) * latency
+        ideal = (
+            max(math.ceil(off["searches"] / args.workers), math.ceil(off["imported"] / download_workers))
+            * latency
+        )
         ratio = off["seconds"] / ideal
         screened = on["seconds"] / off["seconds"]
         # the loop's searches scale with the view, and so do its downloads (each query finds its own images)

@@ -69,7 +69,10 @@ def expected_images(server, api_env, names, per_sample: int) -> set[str]:
     """The API ids the expansion must add: every answer of every query sample (what the server gives)."""
     with SimilarImagesClient(api_key=api_env.api_key, base_url=server.url, cache=False, usage=None) as client:
         items = client.search_many(
-            [simages_fiftyone._params.ExpandParams(per_sample).query(str(api_env.images_dir / n)) for n in names]
+            [
+                simages_fiftyone._params.ExpandParams(per_sample).query(str(api_env.images_dir / n))
+                for n in names
+            ]
         )
     return {image.id for item in items for image in item.result.images}
 
@@ -79,7 +82,9 @@ def imported_ids(dataset: fo.Dataset, tag: str) -> list[str]:
     return dataset.match_tags(tag).values("simages_id")
 
 
-def test_expand_adds_every_answer_once_with_labels_and_provenance(server, api_env, make_dataset, files, tmp_path):
+def test_expand_adds_every_answer_once_with_labels_and_provenance(
+    server, api_env, make_dataset, files, tmp_path
+):
     dataset = make_dataset(*files)
     query_ids = set(dataset.values("id"))
     want = expected_images(server, api_env, files, 3)
@@ -102,16 +107,27 @@ def test_expand_adds_every_answer_once_with_labels_and_provenance(server, api_en
         assert sample.metadata.width == records[sample.simages_id].width
     with_boxes = [s for s in imported if s.detections is not None and s.detections.detections]
     assert with_boxes, "labels are on by default"
-    assert sorted(os.listdir(tmp_path / "media")) == sorted(os.path.basename(p) for p in imported.values("filepath"))
+    assert sorted(os.listdir(tmp_path / "media")) == sorted(
+        os.path.basename(p) for p in imported.values("filepath")
+    )
 
     # The same call again: the run is complete, nothing is searched or imported.
-    again = simages_fiftyone.expand_dataset(dataset, 3, media_dir=str(tmp_path / "media"), screen_copies=False)
-    assert again.resumed and again.complete and again.requests_this_run == 0 and again.imported == result.imported
+    again = simages_fiftyone.expand_dataset(
+        dataset, 3, media_dir=str(tmp_path / "media"), screen_copies=False
+    )
+    assert (
+        again.resumed
+        and again.complete
+        and again.requests_this_run == 0
+        and again.imported == result.imported
+    )
     assert searches(server.log_path) - before == len(files)
     assert len(dataset) == len(files) + len(want)
 
 
-def test_an_interrupted_run_resumes_and_adds_every_item_exactly_once(server, api_env, make_dataset, files, tmp_path):
+def test_an_interrupted_run_resumes_and_adds_every_item_exactly_once(
+    server, api_env, make_dataset, files, tmp_path
+):
     dataset = make_dataset(*files)
     want = expected_images(server, api_env, files, 4)
     before = searches(server.log_path)
@@ -151,10 +167,14 @@ def test_an_interrupted_run_resumes_and_adds_every_item_exactly_once(server, api
     got = imported_ids(dataset, tag)
     assert Counter(got) == Counter(want)  # every expected item, exactly once
     assert result.imported == len(want)
-    assert sorted(os.listdir(media)) == sorted(os.path.basename(p) for p in dataset.match_tags(tag).values("filepath"))
+    assert sorted(os.listdir(media)) == sorted(
+        os.path.basename(p) for p in dataset.match_tags(tag).values("filepath")
+    )
 
 
-def test_the_cap_stops_at_exactly_n_requests_and_a_higher_cap_continues(server, api_env, make_dataset, files, tmp_path):
+def test_the_cap_stops_at_exactly_n_requests_and_a_higher_cap_continues(
+    server, api_env, make_dataset, files, tmp_path
+):
     dataset = make_dataset(*files)
     media = str(tmp_path / "media")
     before = searches(server.log_path)
@@ -175,7 +195,9 @@ def test_the_cap_stops_at_exactly_n_requests_and_a_higher_cap_continues(server, 
     assert len(got) == len(set(got)) == rest.imported
 
 
-def test_a_failing_batch_is_rolled_back_alone_and_the_rerun_completes(server, api_env, make_dataset, files, tmp_path):
+def test_a_failing_batch_is_rolled_back_alone_and_the_rerun_completes(
+    server, api_env, make_dataset, files, tmp_path
+):
     """Adding batch 2 fails (another writer took one of its images): batch 1 stays, batch 2 leaves nothing."""
     dataset = make_dataset(*files[:4])
     media = tmp_path / "media"
@@ -183,7 +205,8 @@ def test_a_failing_batch_is_rolled_back_alone_and_the_rerun_completes(server, ap
     dataset.create_index("simages_id", unique=True, sparse=True)
     with SimilarImagesClient(api_key=api_env.api_key, base_url=server.url, cache=False, usage=None) as client:
         answers = [
-            {i.id for i in client.search(image=api_env.images_dir / n, num_similar=3).images} for n in files[:4]
+            {i.id for i in client.search(image=api_env.images_dir / n, num_similar=3).images}
+            for n in files[:4]
         ]
     second_only = sorted((answers[2] | answers[3]) - answers[0] - answers[1])
     assert second_only, "the demo queries should find different images"
@@ -212,7 +235,9 @@ def test_a_failing_batch_is_rolled_back_alone_and_the_rerun_completes(server, ap
     first = imported_ids(dataset, record["tag"])
     assert sorted(first) == sorted(answers[0] | answers[1])  # batch 1 whole, nothing of batch 2
     assert len(record["done"]) == 2
-    assert sorted(os.listdir(media)) == sorted(os.path.basename(p) for p in dataset.match_tags(record["tag"]).values("filepath"))
+    assert sorted(os.listdir(media)) == sorted(
+        os.path.basename(p) for p in dataset.match_tags(record["tag"]).values("filepath")
+    )
 
     result = simages_fiftyone.expand_dataset(
         view, 3, media_dir=str(media), batch_size=2, max_workers=2, screen_copies=False
@@ -256,7 +281,10 @@ def test_samples_imported_by_the_run_are_never_queries(server, api_env, make_dat
         ({"batch_size": 0}, "batch_size"),
         ({"max_workers": 1000}, "max_workers must be a whole number from 1 to 64"),
         ({"label_field": "simages_id"}, "reserved"),
-        ({"copy_threshold": 65}, "copy_threshold: copy threshold must be a whole number of bits from 0 to 64"),
+        (
+            {"copy_threshold": 65},
+            "copy_threshold: copy threshold must be a whole number of bits from 0 to 64",
+        ),
         ({"copy_threshold": -1}, "copy_threshold"),
         ({"copy_threshold": 2.5}, "copy_threshold"),
     ],
@@ -269,7 +297,9 @@ def test_bad_arguments_name_what_is_wrong(api_env, make_dataset, kwargs, message
 
 
 def form(dataset, params: dict) -> dict:
-    prop = asyncio.run(resolve_type(OperatorRegistry(), EXPAND_URI, {"dataset_name": dataset.name, "params": params}))
+    prop = asyncio.run(
+        resolve_type(OperatorRegistry(), EXPAND_URI, {"dataset_name": dataset.name, "params": params})
+    )
     return prop.to_json()["type"]["properties"]
 
 
@@ -277,9 +307,15 @@ def test_form_shows_the_budget_before_running(server, api_env, make_dataset, fil
     dataset = make_dataset(*files)
     props = form(dataset, {"per_sample": 3})
     assert props["per_sample"]["default"] == 5 and props["labels"]["default"] is True
-    assert {"max_requests", "label_field", "target", "media_dir", "delegate", "screen_copies", "copy_threshold"} <= set(
-        props
-    )
+    assert {
+        "max_requests",
+        "label_field",
+        "target",
+        "media_dir",
+        "delegate",
+        "screen_copies",
+        "copy_threshold",
+    } <= set(props)
     assert props["screen_copies"]["default"] is True and props["copy_threshold"]["default"] == COPY_DISTANCE
     assert default_media_dir(dataset.name) in props["media_dir"]["view"]["description"]
     notice = props["budget"]["view"]["label"]
@@ -304,7 +340,8 @@ def test_operator_runs_immediately_and_delegated(server, api_env, make_dataset, 
 
     other = make_dataset(*files[2:4])
     queued = foo.execute_operator(
-        EXPAND_URI, ctx={"dataset": other.name, "params": {**params, "delegate": True}, "request_delegation": True}
+        EXPAND_URI,
+        ctx={"dataset": other.name, "params": {**params, "delegate": True}, "request_delegation": True},
     )
     assert queued.delegated and len(other) == 2
     service = DelegatedOperationService()
@@ -312,21 +349,36 @@ def test_operator_runs_immediately_and_delegated(server, api_env, make_dataset, 
     other.reload()
     ops = service.list_operations(operator=EXPAND_URI, dataset_name=other.name)
     assert [op.run_state for op in ops] == ["completed"]
-    assert len(other) > 2 and all(q.startswith("sample:") for q in other.exists("simages_id").values("simages_query"))
+    assert len(other) > 2 and all(
+        q.startswith("sample:") for q in other.exists("simages_id").values("simages_query")
+    )
 
 
 def test_the_record_round_trips_and_the_result_says_how_far_it_got():
     from simages_fiftyone._expand_record import ExpandRecord
 
-    record = ExpandRecord(tag="simages-x", done={"b", "a"}, requests=3, imported=2, errors=["sample:c: no file"])
+    record = ExpandRecord(
+        tag="simages-x", done={"b", "a"}, requests=3, imported=2, errors=["sample:c: no file"]
+    )
     assert record.to_results()["done"] == ["a", "b"]
     assert ExpandRecord.from_results(record.to_results()) == record
-    base = {"dataset_name": "d", "tag": "t", "run_key": "k", "media_dir": "m", "found": 9, "skipped_duplicates": 1}
-    capped = ExpandResult(**base, queries_total=10, queries_done=4, requests_this_run=4, imported=8, stopped="cap")
+    base = {
+        "dataset_name": "d",
+        "tag": "t",
+        "run_key": "k",
+        "media_dir": "m",
+        "found": 9,
+        "skipped_duplicates": 1,
+    }
+    capped = ExpandResult(
+        **base, queries_total=10, queries_done=4, requests_this_run=4, imported=8, stopped="cap"
+    )
     assert not capped.complete and capped.summary() == (
         "4/10 samples searched, 8 imported; stopped at the request cap after 4 request(s): run again to continue"
     )
     done = ExpandResult(**base, queries_total=4, queries_done=4, requests_this_run=0, imported=8)
     assert done.complete and done.to_dict()["summary"] == "4/4 samples searched, 8 imported"
-    failed = ExpandResult(**base, queries_total=4, queries_done=3, requests_this_run=4, imported=8, failed_queries=1)
+    failed = ExpandResult(
+        **base, queries_total=4, queries_done=3, requests_this_run=4, imported=8, failed_queries=1
+    )
     assert not failed.complete and "run again to retry them" in failed.summary()

@@ -114,7 +114,9 @@ def test_an_image_host_dying_mid_import_fails_the_rest_and_keeps_what_it_served(
     )
     assert proxy.dead.is_set() and proxy.served_images == 2
     assert (result.found, result.imported, result.failed_downloads) == (6, 2, 4)
-    assert all(f.reason.startswith(("connection failed", "transfer failed")) for f in result.failed), result.failed
+    assert all(f.reason.startswith(("connection failed", "transfer failed")) for f in result.failed), (
+        result.failed
+    )
     imported = dataset.match_tags(result.tag)
     assert len(imported) == 2 and len(dataset) == 3
     assert sorted(os.listdir(media)) == sorted(os.path.basename(p) for p in imported.values("filepath"))

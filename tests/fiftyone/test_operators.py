@@ -39,7 +39,13 @@ def test_find_similar_by_text_returns_gallery_and_leaves_dataset(api_env, make_d
         FIND_URI,
         ctx={
             "dataset": dataset.name,
-            "params": {"source": "text", "text": "cat", "num_similar": 5, "labels": True, "collapse_copies": False},
+            "params": {
+                "source": "text",
+                "text": "cat",
+                "num_similar": 5,
+                "labels": True,
+                "collapse_copies": False,
+            },
         },
     ).result
     assert result["count"] == 5 and result["copies_collapsed"] is False
@@ -59,7 +65,13 @@ def test_import_selected_samples_with_labels_matches_coco_boxes(api_env, make_da
     # Screening off: the boxes of the dataset's own photos (copies) are what is compared here.
     counts = run_import(
         dataset,
-        {"source": "selected", "num_similar": 3, "labels": True, "media_dir": str(media), "screen_copies": False},
+        {
+            "source": "selected",
+            "num_similar": 3,
+            "labels": True,
+            "media_dir": str(media),
+            "screen_copies": False,
+        },
         selected=ids,
     )
     assert counts["imported"] == counts["found"] > 0 and counts["screened"] is False
@@ -198,7 +210,12 @@ def test_find_similar_merges_selected_samples(api_env, make_dataset):
         FIND_URI,
         ctx={
             "dataset": dataset.name,
-            "params": {"source": "selected", "num_similar": 4, "import_results": True, "collapse_copies": False},
+            "params": {
+                "source": "selected",
+                "num_similar": 4,
+                "import_results": True,
+                "collapse_copies": False,
+            },
             "selected": ids,
         },
     ).result
