@@ -69,7 +69,7 @@ def write_clustered_photos(
     rng = np.random.default_rng(seed)
     # A margin over the copy threshold: the server's thumbnails hash a few bits off their full
     # images, and two photos that are only just distinct would then be taken for copies.
-    index = CopyIndex(min(COPY_DISTANCE + 6, 64))
+    index = CopyIndex(min(COPY_DISTANCE + 2, 64))
     query_paths: list[Path] = []
     for cluster in range(clusters):
         palette = rng.integers(0, 256, size=(3, 3))

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fiftyone as fo
-from PIL import Image, ImageOps
 
-from simages_core import SearchResult, SimilarImage
+from simages_core import SearchResult, SimilarImage, SimilarImagesError
 from simages_core.fetch import Fetcher
 from simages_core.identity import (
     COPY_DISTANCE,
@@ -28,7 +27,7 @@ from simages_core.identity import (
     FingerprintCache,
     FingerprintError,
     collapse_copies,
-    fingerprint_image,
+    fingerprint,
     fingerprint_results,
 )
 
@@ -38,23 +37,17 @@ FINGERPRINT_FIELD = "simages_fingerprint"
 FINGERPRINT_BATCH = 256
 """Samples fingerprinted per batch: each batch is written with one ``set_values`` and reported."""
 FINGERPRINT_WORKERS = 8
-_DRAFT_SIDE = 256
-"""A JPEG is decoded at the smallest DCT scale still this large: a 32x32 hash needs no more."""
 
 
 def file_fingerprint(path: str | Path) -> Fingerprint | None:
     """The fingerprint of a local image file, or ``None`` when it cannot be read as one.
 
-    Large JPEGs are decoded at reduced scale (``draft``): the hash is taken from 32x32 pixels, and
-    a dataset of 12 MP photos would otherwise spend most of its time in full decodes.
+    The core's ``fingerprint``: EXIF orientation applied, a large JPEG decoded at reduced scale
+    (the hash reads 128 px), truncated files and non-images refused, as for thumbnails.
     """
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", (_DRAFT_SIDE, _DRAFT_SIDE))
-            img.load()
-            upright = ImageOps.exif_transpose(img) or img
-            return fingerprint_image(upright)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return fingerprint(Path(path))
+    except (SimilarImagesError, OSError, ValueError):
         return None  # missing, unreadable, truncated or not an image: counted by the caller
 
 
