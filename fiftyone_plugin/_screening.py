@@ -223,7 +223,7 @@ class ThumbnailPrints:
 
 # --- find results -------------------------------------------------------------------------------
 
-FIND_FINGERPRINT_LIMIT = 500
+FIND_FINGERPRINT_LIMIT = 200
 """Samples a search fingerprints in memory when they have no stored fingerprint (a search writes
 nothing; an import or expansion stores them): enough for a small dataset, a bounded cost for a large one."""
 
