@@ -128,7 +128,6 @@ def test_expand_adds_no_copy_of_a_task_image_and_a_rerun_downloads_nothing(
         assert Fingerprint.from_hex(task.data[FINGERPRINT_KEY]) == fp
         assert min(fp.distance(other) for other in task_fp.values()) > COPY_DISTANCE
     fps = [thumbnail_fp[t.data["simages_id"]] for t in added]
-    # (Screening asks whether the later image is a copy of the earlier: distance from the later one.)
     assert all(b.distance(a) > COPY_DISTANCE for i, a in enumerate(fps) for b in fps[i + 1 :])
 
     # Every copy is counted with the task whose image it copies: the same photo.
@@ -158,12 +157,14 @@ def test_expand_adds_no_copy_of_a_task_image_and_a_rerun_downloads_nothing(
     assert all(key[:2] == (ls_url, project_id) for key in stored)
     assert {key[2]: Fingerprint.from_hex(v) for key, v in stored.items()} == task_fp
 
-    # Run again, from the command line: every source was expanded, nothing is searched or downloaded.
+    # Run again, from the command line: nothing new. The sources that added nothing (and the broken
+    # one) are searched again, screened against fingerprints from the store: no download.
     again = cli(project_id, api, label_studio, home, "--per-task", str(PER_TASK))
     assert again.returncode == 0, again.stderr
-    assert re.search(rf"project {project_id}: 0 new tasks .* 4 expanded by an earlier run", again.stdout), (
-        again.stdout
-    )
+    summary = rf"project {project_id}: 0 new tasks .* {len(report.landed)} expanded by an earlier run"
+    assert re.search(summary, again.stdout), again.stdout
+    assert "task images: 0 fingerprinted, 4 from the local store, 1 unreadable" in again.stdout, again.stdout
+    assert {i: requests_for(api, f"/images/{i}") for i in url_ids} == downloads
     assert len(new_tasks(label_studio, project_id)) == len(added)
 
     # The project grows by one task: only its image is downloaded. Tasks expand made carry their
