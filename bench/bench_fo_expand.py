@@ -225,7 +225,8 @@ def main() -> int:
         collection = max(args.samples) * PER_CLUSTER
         print(
             f"collection: {collection} generated photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} "
-            f"({generated:.1f} s to make), indexed in {indexed:.1f} s ({collection / indexed:.0f} img/s; {report})"
+            f"({generated:.1f} s to make), indexed in {indexed:.1f} s ({collection / indexed:.0f} img/s, "
+            f"{report.added} added, {len(getattr(report, 'copies', ()))} reported as copies by the indexer)"
         )
         runs = []
         with ServerProcess(

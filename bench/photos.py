@@ -62,29 +62,26 @@ def write_clustered_photos(
     of any other (checked with ``CopyIndex``). A query's nearest neighbours are mostly its own
     cluster's photos, so an expansion over the queries finds thousands of different images rather
     than the same few "hub" images. Returns the query paths, in cluster order."""
-    from simages_core.identity import COPY_DISTANCE, CopyIndex, fingerprint_image
+    from simages_core.identity import COPY_DISTANCE, CopyIndex, fingerprint
 
     collection.mkdir(parents=True, exist_ok=True)
     queries.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    # A margin over the copy threshold: the server's thumbnails hash a few bits off their full
-    # images, and two photos that are only just distinct would then be taken for copies.
-    index = CopyIndex(min(COPY_DISTANCE + 2, 64))
+    index = CopyIndex(COPY_DISTANCE)
     query_paths: list[Path] = []
     for cluster in range(clusters):
         palette = rng.integers(0, 256, size=(3, 3))
         made = 0
         while made <= per_cluster:
-            image = sibling_photo(rng, palette, size)
-            fp = fingerprint_image(image)
+            path = (
+                queries / f"q_{cluster:05d}.jpg" if made == 0 else collection / f"c_{cluster:05d}_{made}.jpg"
+            )
+            sibling_photo(rng, palette, size).save(path, quality=90)
+            fp = fingerprint(path)  # as saved: the JPEG is what the server indexes and thumbnails
             if index.find(fp) is not None:
-                continue  # a sibling too alike to one already made: draw another layout
+                continue  # too alike to one already made: draw another layout (the file is replaced)
             if made == 0:
-                path = queries / f"q_{cluster:05d}.jpg"
                 query_paths.append(path)
-            else:
-                path = collection / f"c_{cluster:05d}_{made}.jpg"
-            image.save(path, quality=90)
             index.add(path.name, fp)
             made += 1
     return query_paths
