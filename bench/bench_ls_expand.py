@@ -71,20 +71,25 @@ def run_expand(project_id: int, env: dict[str, str], *extra: str) -> tuple[float
     args += ["--per-task", "3", "--json", "--no-progress", *extra]
     started = time.perf_counter()
     peak = 0
-    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        watched = psutil.Process(proc.pid)
-        try:
-            while proc.poll() is None:
-                try:
-                    peak = max(peak, watched.memory_info().rss)
-                except psutil.NoSuchProcess:
-                    break
-                time.sleep(0.02)
-            out, err = proc.communicate(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    wall = time.perf_counter() - started
+    # Files, not pipes: the JSON report of thousands of tasks outgrows a pipe's buffer while we only poll.
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        with subprocess.Popen(args, env=env, stdout=out_file, stderr=err_file, text=True) as proc:
+            watched = psutil.Process(proc.pid)
+            try:
+                while proc.poll() is None:
+                    try:
+                        peak = max(peak, watched.memory_info().rss)
+                    except psutil.NoSuchProcess:
+                        break
+                    time.sleep(0.02)
+                proc.wait(timeout=600)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        wall = time.perf_counter() - started
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if proc.returncode != 0:
         raise SystemExit(f"expand failed ({proc.returncode}): {err[-2000:]}")
     return wall, peak, json.loads(out)
