@@ -1,11 +1,14 @@
 """``simages-ls expand`` on a 1,000-task project in a real Label Studio: wall time, peak memory, copy screening.
 
 The local server indexes thousands of distinct generated photos (``bench/photos.py``'s
-``write_photos``: 800x600 noisy JPEGs, ``PHOTOS_PER_TASK`` per task) with 100 ms added to every
-answer, its images and thumbnails included (a distant API and its CDN), and 128 threads (a CDN
-serves many connections at once). A project's tasks are the first photos' own ``/images/{id}``
-URLs, so each search finds the task itself (skipped by URL) and three other photos: the run
-imports thousands of new tasks. Label Studio 1.23
+``write_clustered_photos``: clusters of photos sharing colours, none a copy of another under the
+core's fingerprint; one query photo per cluster, indexed too) with 100 ms added to every answer,
+its images and thumbnails included (a distant API and its CDN), and 128 threads (a CDN serves many
+connections at once). A project's tasks are the query photos' own ``/images/{id}`` URLs, so each
+search finds the task itself (skipped by URL) and its cluster's photos: the run imports about three
+new tasks per source task, thousands in all. (``write_photos``' noisy photos will not do: most of
+them are copies of one another under the multi-crop fingerprint, and a screened run imports a
+dozen.) Label Studio 1.23
 runs from ``.venv-ls``, its import API included. ``expand`` runs as a subprocess, as a user runs it,
 and its resident memory is sampled every 20 ms for its peak; the timed span is the run's own
 (``seconds`` in its report: listing, fingerprinting the task images, searches, thumbnails, imports),
@@ -34,7 +37,7 @@ import time
 from pathlib import Path
 
 import psutil
-from photos import write_photos  # bench/photos.py: the script's folder is on sys.path
+from photos import write_clustered_photos  # bench/photos.py: the script's folder is on sys.path
 
 from simages_label_studio.testing import LabelStudioProcess
 from simages_server.index import ImageIndex
@@ -51,7 +54,8 @@ TOKEN = "simages0bench0token00000000000000000000"
 CONFIG = """<View><Image name="image" value="$image"/>
 <RectangleLabels name="label" toName="image"><Label value="person"/><Label value="cat"/><Label value="cup"/>
 <Label value="horse"/><Label value="motorcycle"/><Label value="clock"/></RectangleLabels></View>"""
-PHOTOS_PER_TASK = 3  # the collection: the tasks' own photos and twice as many others
+PER_CLUSTER = 4  # photos like each task's (its cluster); expand asks 3 per task
+PHOTO_SIZE = (128, 96)
 
 
 def make_project(ls_url: str, server_url: str, ids: list[str], count: int, title: str) -> int:
@@ -110,15 +114,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ls-expand-") as tmp_name:
         tmp = Path(tmp_name)
         started = time.perf_counter()
-        write_photos(tmp / "photos", PHOTOS_PER_TASK * args.tasks, seed=0)
+        write_clustered_photos(
+            tmp / "photos" / "collection",
+            tmp / "photos" / "queries",
+            args.tasks,
+            PER_CLUSTER,
+            size=PHOTO_SIZE,
+        )
         generated = time.perf_counter() - started
         started = time.perf_counter()
         build_index(tmp / "photos", tmp / "index", progress=False)
         indexed = time.perf_counter() - started
         records = ImageIndex.load(tmp / "index").records
-        ids = [r.id for r in sorted(records, key=lambda r: r.file)]  # photo_00000.jpg first
+        ids = [r.id for r in sorted(records, key=lambda r: r.file) if r.file.startswith("queries/")]
         print(
-            f"collection: {len(records)} generated 800x600 photos ({generated:.1f} s "
+            f"collection: {len(records)} generated photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ({generated:.1f} s "
             f"to make), indexed in {indexed:.1f} s ({len(records) / indexed:.0f} img/s)"
         )
         server = ServerProcess(
