@@ -3,7 +3,7 @@
 Request validation and envelopes come from ``simages_core.protocol``, the same
 code the client uses, so the two cannot disagree. Bad input of any kind is a
 400 with the documented error body; only a bug is a 500. A new index generation
-is loaded in the background and swapped in between requests (``ServingState``).
+is loaded in the background and swapped in between requests (``serving_state.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,11 @@ from simages_core.protocol import (
 
 from .embedders import DescriptorEmbedder, ImageEmbedder
 from .fetch import Fetcher, FetchPolicy, fetch_query_image
-from .generations import stamp
 from .index import ImageIndex
 from .keys import QuotaStore, QuotaUnavailable, digest, open_quota
 from .own_urls import OwnOrigins
+from .serving_state import NO_LABELS as NO_LABELS  # re-exported: tests and callers import it from here
+from .serving_state import IndexFollower, ServingState
 from .text_search import TextIndex
 
 logger = logging.getLogger("simages_server")
@@ -58,8 +59,6 @@ def quota_message(limit: int) -> str:
 
 # Not a documented message (simages.info has one quota store): what a client sees when ours is down.
 QUOTA_UNAVAILABLE = "quota store unavailable: the request was not run, try again shortly"
-# /health's "labels" when no image has any: what an empty "annotations" list means, and the fix.
-NO_LABELS = "none: re-index with --detector FILE.onnx or --coco FILE.json"
 _DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
@@ -77,43 +76,6 @@ class ServerSettings:
     own_origins: OwnOrigins = field(default_factory=lambda: OwnOrigins(frozenset()))
     """The names and ports this server is reached at (``OwnOrigins.for_server``); ``public_url`` is added."""
     info: dict[str, Any] = field(default_factory=lambda: {"url": "https://ternaus.com"})
-
-
-@dataclass(frozen=True)
-class ServingState:
-    """One generation of the index and everything derived from it: a request takes one at its start and
-    uses it throughout, so a swap between two requests never shows one request half of each."""
-
-    index: ImageIndex
-    text_index: TextIndex
-    stamp: tuple[int, int, int] | None
-    """The pointer file's identity when this generation was read (see ``generations.stamp``)."""
-
-    @classmethod
-    def of(cls, index: ImageIndex, pointer_stamp: tuple[int, int, int] | None) -> ServingState:
-        text_index = TextIndex(
-            [
-                None if r.detections is None else [(d.name, d.score) for d in r.detections]
-                for r in index.records
-            ],
-            [r.caption for r in index.records],
-        )
-        return cls(index, text_index, pointer_stamp)
-
-    @property
-    def labels(self) -> str:
-        """``/health``'s ``labels``: how many images have labels, or ``NO_LABELS``."""
-        labelled = self.index.labelled
-        return f"{labelled} of {len(self.index)} images" if labelled else NO_LABELS
-
-    def health(self) -> dict[str, Any]:
-        index = self.index
-        return {
-            "generation": index.generation,
-            "images": len(index),
-            "labelled": index.labelled,
-            "ann": index.ann.count if index.ann is not None else 0,
-        }
 
 
 class SimilarImagesApp:
@@ -135,74 +97,30 @@ class SimilarImagesApp:
         self.quota: QuotaStore = open_quota(settings.quota_path, settings.daily_limit)
         self.fetcher = Fetcher(settings.fetch, pool_size=16)  # url queries, pooled across threads
         self._own = settings.own_origins.including(settings.public_url)
-        self._state = ServingState.of(index, stamp(index.root))
-        _say_if_unlabelled(self._state)
-        self._failed_stamp: tuple[int, int, int] | None = None
-        self._reload_lock = threading.Lock()
-        self._stop_watching = threading.Event()
+        self._follower = IndexFollower(index, self.embedder.name)
 
     @property
     def index(self) -> ImageIndex:
         """The generation new requests are answered from."""
-        return self._state.index
+        return self._follower.state.index
 
     @property
     def text_index(self) -> TextIndex:
-        return self._state.text_index
+        return self._follower.state.text_index
 
     # --- following the index folder ------------------------------------------
 
     def reload_index(self) -> bool:
-        """Load the index folder's current generation if it changed, and swap it in; True if swapped.
-
-        A generation that does not load (or was built with another embedder) is logged and the one
-        being served stays; it is not tried again until the folder's pointer changes once more.
-        """
-        with self._reload_lock:
-            state = self._state
-            root = state.index.root
-            now = stamp(root)
-            if now is None or now == state.stamp or now == self._failed_stamp:
-                return False
-            try:
-                index = ImageIndex.load(root)
-                if index.embedder != self.embedder.name:
-                    raise ValueError(
-                        f"it was built with {index.embedder}, and this server embeds with {self.embedder.name}"
-                    )
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                self._failed_stamp = now
-                logger.error("kept serving generation %d of %s: the new index did not load: %s",
-                             state.index.generation, root, exc)  # fmt: skip
-                return False
-            if index.generation == state.index.generation and index.folder == state.index.folder:
-                self._state = replace(state, stamp=now)
-                return False
-            self._state = ServingState.of(index, now)
-            self._failed_stamp = None
-            logger.info(
-                "now serving generation %d of %s: %d images (was generation %d, %d images)",
-                index.generation, root, len(index), state.index.generation, len(state.index),
-            )  # fmt: skip
-            _say_if_unlabelled(self._state)
-            return True
+        """Load the index folder's current generation if it changed, and swap it in; True if swapped
+        (``IndexFollower.reload``)."""
+        return self._follower.reload()
 
     def watch_index(self, interval: float) -> threading.Thread:
         """Look for a new generation every ``interval`` seconds in a background thread (one stat a look)."""
-
-        def watch() -> None:
-            while not self._stop_watching.wait(interval):
-                try:
-                    self.reload_index()
-                except Exception:  # a bug: log it and keep watching (and serving the current index)
-                    logger.exception("looking for a new index generation failed")
-
-        thread = threading.Thread(target=watch, name="index-watcher", daemon=True)
-        thread.start()
-        return thread
+        return self._follower.watch(interval)
 
     def stop_watching(self) -> None:
-        self._stop_watching.set()
+        self._follower.stop()
 
     # --- WSGI ----------------------------------------------------------------
 
@@ -210,7 +128,7 @@ class SimilarImagesApp:
         request = Request(environ)
         started = time.perf_counter()
         note: dict[str, Any] = {}
-        state = self._state  # this request's generation, whatever is swapped in meanwhile
+        state = self._follower.state  # this request's generation, whatever is swapped in meanwhile
         try:
             response = self._route(request, note, state)
         except Exception:  # a bug, never bad input: log it, answer 500, keep serving
@@ -359,18 +277,6 @@ class SimilarImagesApp:
         if self.embedder.supports_text:  # CLIP: text and images share one space
             return state.index.nearest(self.embedder.embed_texts([text])[0], k)
         return state.text_index.top(text, k)
-
-
-def _say_if_unlabelled(state: ServingState) -> None:
-    """Once per generation served: an index without labels answers empty annotations, by design, and
-    nothing else would tell the operator why (the answers stay as documented)."""
-    if state.index.labelled == 0:
-        logger.warning(
-            "the index at %s (generation %d) has no labels: searches asking for labels answer empty "
-            "annotations, and text search finds only captions unless the server has --clip-model; "
-            "re-index with --detector FILE.onnx or --coco FILE.json",
-            state.index.root, state.index.generation,
-        )  # fmt: skip
 
 
 def _no_constants(name: str) -> Any:

@@ -258,7 +258,7 @@ _LISTED_PER_KIND = 50
 
 def _print_skipped(kinds: dict[str, list[str]]) -> None:
     """Skipped files, listed by kind: what they are tells the user whether anything is wrong."""
-    from .index import IMAGE_SUFFIXES
+    from .image_folder import IMAGE_SUFFIXES
 
     for kind, files in kinds.items():
         if not files:

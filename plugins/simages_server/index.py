@@ -5,7 +5,8 @@ On disk (``generations.py``): ``index.json`` names the current generation ``gen-
 content digest, perceptual fingerprint, labels), ``embeddings.npy`` (float32, rows in manifest
 order) and, on a large index, ``ann.faiss`` (``ann.py``); thumbnails are shared in ``thumbnails/``
 under content-addressed names. A format-1 (flat) index still loads. This module only reads and
-saves an index as it is; ``indexing.py`` builds and updates one from a folder.
+saves an index as it is; ``indexing.py`` (and its ``indexing_*`` modules) builds and updates one from a
+folder, importing this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,12 @@ from typing import Any
 import numpy as np
 
 from simages_core import Detection
-from simages_core.boxes import clamp_box, scale_box
-from simages_core.coco import YOLO_CLASS_INDEX
 
 from . import generations as gens
-from .ann import ANN_FILE_NAME, AnnIndex, AnnInfo, AnnReport
+from .ann import ANN_FILE_NAME, AnnIndex, AnnInfo
 
 logger = logging.getLogger("simages_server")
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 THUMBNAIL_SIDE = 256
 FORMAT_VERSION = gens.FORMAT_VERSION
 LEGACY_FORMAT = gens.LEGACY_FORMAT
@@ -95,56 +93,6 @@ class IndexedImage:
             fingerprint=raw.get("fingerprint"),
             thumb=raw.get("thumb"),
         )
-
-
-@dataclass(frozen=True)
-class CopyFound:
-    """A new image that is a copy of one already indexed (or of another new one in the same run)."""
-
-    file: str
-    copy_of: str
-    distance: int
-    """Bits apart (of 64), at most the copy threshold."""
-
-
-@dataclass(frozen=True)
-class BuildReport:
-    added: int
-    skipped: list[str]
-    """Image files (by extension) that could not be read as images, with the reason (a changed file that
-    no longer reads is also removed from the index)."""
-    total: int
-    labelled: int = 0
-    """Images the detector labelled in this run (new ones and earlier ones that had no labels)."""
-    ann: AnnReport | None = None
-    """What happened to the ANN index (built, rows added, kept, removed); ``None``: exact search only."""
-    changed: int = 0
-    """Files whose bytes changed since they were indexed: embedded, labelled and thumbnailed again."""
-    removed: int = 0
-    """Files gone from the folder (or no longer readable), removed from the index."""
-    unchanged: int = 0
-    copies: tuple[CopyFound, ...] = ()
-    """New images that are copies of indexed ones; added unless ``copies_skipped``."""
-    copies_skipped: bool = False
-    generation: int = 0
-    """The generation now current (unchanged when the run found nothing to do)."""
-    committed: bool = True
-    """False: nothing changed, so no new generation was written."""
-    upgraded: bool = False
-    """The run read a format-1 index and wrote it in the current format."""
-    not_images: tuple[str, ...] = ()
-    """Files in the folder whose extension is not an image's: not read, not indexed (hidden files are
-    not listed)."""
-
-    @property
-    def skipped_by_kind(self) -> dict[str, list[str]]:
-        """Every skipped file by why: ``not an image`` (its extension), ``unreadable`` (an image file
-        that does not decode, with the reason)."""
-        return {"not an image": list(self.not_images), "unreadable": list(self.skipped)}
-
-    @property
-    def skipped_count(self) -> int:
-        return len(self.not_images) + len(self.skipped)
 
 
 def image_id_for(relative_path: str) -> str:
@@ -375,89 +323,3 @@ def referenced_thumbnails(folders: Iterable[Path]) -> set[str]:
                     raw = json.loads(line)
                     names.add(raw.get("thumb") or f"{raw['id']}.webp")
     return names
-
-
-@dataclass(frozen=True)
-class FolderScan:
-    """What a folder holds, as relative POSIX paths, sorted; hidden files and folders are left out."""
-
-    images: list[str]
-    not_images: list[str]
-    """Files whose extension is not an image's (``IMAGE_SUFFIXES``): skipped by ``index``, and listed."""
-
-
-def scan_folder(images_dir: Path) -> FolderScan:
-    """The image files under a folder, and the other files (not hidden) that indexing skips."""
-    images: list[str] = []
-    others: list[str] = []
-    for path in images_dir.rglob("*"):
-        rel = path.relative_to(images_dir)
-        if any(p.startswith(".") for p in rel.parts) or not path.is_file():
-            continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(rel.as_posix())
-    return FolderScan(sorted(images), sorted(others))
-
-
-def list_images(images_dir: Path) -> list[str]:
-    """Relative paths of the image files under a folder, sorted, hidden files skipped."""
-    return scan_folder(images_dir).images
-
-
-@dataclass(frozen=True)
-class CocoImageLabels:
-    width: int | None
-    height: int | None
-    detections: tuple[Detection, ...]
-    caption: str | None
-
-
-def load_coco_labels(path: Path) -> dict[str, CocoImageLabels]:
-    """COCO annotations by file name. Ground truth (no ``score``) counts as score 1.0."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        categories = {c["id"]: c["name"] for c in data.get("categories", [])}
-        per_image: dict[int, list[Detection]] = {}
-        ignored: set[str] = set()
-        for ann in data.get("annotations", []):
-            name = categories.get(ann["category_id"])
-            if name not in YOLO_CLASS_INDEX:
-                ignored.add(str(name))
-                continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            per_image.setdefault(ann["image_id"], []).append(
-                Detection(name, float(ann.get("score", 1.0)), (x, y, x + w, y + h), YOLO_CLASS_INDEX[name])
-            )
-        labels = {
-            image["file_name"]: CocoImageLabels(
-                width=image.get("width"),
-                height=image.get("height"),
-                detections=tuple(per_image.get(image["id"], ())),
-                caption=image.get("caption"),
-            )
-            for image in data.get("images", [])
-        }
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"cannot read COCO annotations from {path}: {type(exc).__name__}: {exc}") from None
-    if ignored:
-        logger.warning("ignored annotations of classes outside COCO-80: %s", ", ".join(sorted(ignored)))
-    return labels
-
-
-def apply_coco(records: Iterable[IndexedImage], labels: dict[str, CocoImageLabels]) -> list[IndexedImage]:
-    """Attach labels by relative path (or, failing that, by file name); rescale boxes if sizes differ."""
-    by_name = {Path(name).name: value for name, value in labels.items()}
-    out = []
-    for record in records:
-        found = labels.get(record.file) or by_name.get(Path(record.file).name)
-        if found is None:
-            out.append(record)
-            continue
-        sx = record.width / found.width if found.width else 1.0
-        sy = record.height / found.height if found.height else 1.0
-        dets = []
-        for det in found.detections:
-            box = clamp_box(scale_box(det.box, sx, sy), record.width, record.height)
-            if box is not None:
-                dets.append(Detection(det.name, det.score, box, det.category_id))
-        out.append(replace(record, detections=tuple(dets), caption=found.caption or record.caption))
-    return out
