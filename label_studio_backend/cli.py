@@ -2,7 +2,7 @@
 
     simages-ls serve [--host 0.0.0.0] [--port 9090] [--threads 8]
     simages-ls expand --project 1 [--tasks 1,2,3] [--per-task 5] [--min-score 0.5]
-                      [--max-requests N] [--chunk-size 200] [--copy-threshold 10 | --no-screen-copies]
+                      [--max-requests N] [--chunk-size 200] [--copy-threshold BITS | --no-screen-copies]
                       [--dry-run] [--no-progress] [--json]
 
 Exit codes: 0 success (also when stopped at --max-requests), 1 the API or Label Studio refused
