@@ -9,6 +9,7 @@ would share a perceptual hash far too often).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -77,11 +78,17 @@ def write_clustered_photos(
                 queries / f"q_{cluster:05d}.jpg" if made == 0 else collection / f"c_{cluster:05d}_{made}.jpg"
             )
             sibling_photo(rng, palette, size).save(path, quality=90)
-            fp = fingerprint(path)  # as saved: the JPEG is what the server indexes and thumbnails
-            if index.find(fp) is not None:
+            # As saved (the JPEG the server indexes and a dataset holds) and as the server's WEBP q80
+            # thumbnail (what screening reads): smooth images drift a few bits between the two.
+            with Image.open(path) as saved:
+                thumbnail = io.BytesIO()
+                saved.save(thumbnail, format="WEBP", quality=80)
+            prints = (fingerprint(path), fingerprint(thumbnail.getvalue()))
+            if any(index.find(fp) is not None for fp in prints):
                 continue  # too alike to one already made: draw another layout (the file is replaced)
             if made == 0:
                 query_paths.append(path)
-            index.add(path.name, fp)
+            for fp in prints:
+                index.add(path.name, fp)
             made += 1
     return query_paths
