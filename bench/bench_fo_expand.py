@@ -205,10 +205,7 @@ def main() -> int:
     from simages_fiftyone import DownloadPolicy
     from simages_server.testing import ServerProcess
 
-    try:
-        from simages_server.indexing import build_index
-    except ImportError:  # the older layout re-exported it from the reader
-        from simages_server.index import build_index  # type: ignore[no-redef]
+    from simages_server.indexing import build_index
 
     latency = args.latency_ms / 1000
     download_workers = DownloadPolicy().max_workers

@@ -35,7 +35,8 @@ from simages_core import SimilarImagesClient, open_image
 from simages_server.clip import ClipEmbedder
 from simages_server.detector import YoloDetector
 from simages_server.embedders import DescriptorEmbedder
-from simages_server.index import ImageIndex, IndexedImage, build_index
+from simages_server.index import ImageIndex, IndexedImage
+from simages_server.indexing import build_index
 from simages_server.testing import ServerProcess
 
 BATCH = 32
