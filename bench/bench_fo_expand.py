@@ -203,9 +203,8 @@ def main() -> int:
     from photos import write_clustered_photos
 
     from simages_fiftyone import DownloadPolicy
-    from simages_server.testing import ServerProcess
-
     from simages_server.indexing import build_index
+    from simages_server.testing import ServerProcess
 
     latency = args.latency_ms / 1000
     download_workers = DownloadPolicy().max_workers
