@@ -30,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from simages_core import SimilarImagesClient
+from simages_core import SimilarImagesClient, ThumbnailFingerprints
 from simages_server.demo import build_demo_index
 from simages_server.index import ImageIndex
 from simages_server.testing import ServerProcess
@@ -61,7 +61,16 @@ def step(title: str) -> None:
 def print_result(result) -> None:
     for image in result.images:
         labels = ", ".join(f"{d.name} {d.score:.2f}" for d in image.detections or ()) or "no objects"
-        print(f"  {image.score:.3f}  {image.url}  [{labels}]")
+        count = len(image.copies)
+        copies = f"  (+{count} {'copy' if count == 1 else 'copies'})" if count else ""
+        print(f"  {image.score:.3f}  {image.url}  [{labels}]{copies}")
+
+
+def search_collapsed(client: SimilarImagesClient, **query) -> object:
+    """A search whose copies of one photo (resized, cropped, mirrored...) are shown as one result."""
+    with ThumbnailFingerprints() as fingerprints:
+        result = client.search(**query)
+        return result.collapse_copies(fingerprints(result.images))
 
 
 def build(out: Path) -> tuple[Path, Path]:
@@ -74,13 +83,13 @@ def build(out: Path) -> tuple[Path, Path]:
 
 def core_searches(client: SimilarImagesClient, server: ServerProcess, images: Path, index: Path) -> None:
     step("Core client: search by image, URL and text, with COCO-YOLOv7 labels")
-    print("image coffee_cropped.jpg, 3 similar:")
-    print_result(client.search(image=images / "coffee_cropped.jpg", num_similar=3, labels=True))
+    print("image coffee_cropped.jpg, 8 similar, copies of one photo folded together:")
+    print_result(search_collapsed(client, image=images / "coffee_cropped.jpg", num_similar=8, labels=True))
     horse = next(r for r in ImageIndex.load(index).records if r.file == "horse.jpg")
-    print(f"url {server.url}/images/{horse.id} (horse.jpg), 3 similar:")
-    print_result(client.search(url=f"{server.url}/images/{horse.id}", num_similar=3, labels=True))
-    print('text "a cat", 3 similar:')
-    print_result(client.search(text="a cat", num_similar=3, labels=True))
+    print(f"url {server.url}/images/{horse.id} (horse.jpg), 8 similar:")
+    print_result(search_collapsed(client, url=f"{server.url}/images/{horse.id}", num_similar=8, labels=True))
+    print('text "a cat", 8 similar:')
+    print_result(search_collapsed(client, text="a cat", num_similar=8, labels=True))
 
 
 def fiftyone_job(server: ServerProcess, images: Path, out: Path) -> None:
@@ -105,16 +114,20 @@ def fiftyone_job(server: ServerProcess, images: Path, out: Path) -> None:
     originals = dataset.values("id")
     media = str(out / "fiftyone-media")
     with _client(server) as client:
-        result = import_similar(dataset, sample_ids=originals, num_similar=4, media_dir=media, client=client)
+        # 12 each: the collection holds every photo with five variants of it (resized, recompressed,
+        # cropped, mirrored, colour-shifted), which screening skips as copies of the dataset's own.
+        result = import_similar(dataset, sample_ids=originals, num_similar=12, media_dir=media, client=client)
         print(
-            f"import_similar(3 samples, 4 each): {result.imported} imported, {result.skipped_duplicates} "
-            f"duplicates skipped, {result.failed_downloads} failed; tag {result.tag}"
+            f"import_similar(3 samples, 12 each): {result.imported} imported, {result.skipped_copies} "
+            f"skipped as copies of the dataset's photos, {result.skipped_duplicates} duplicates, "
+            f"{result.failed_downloads} failed; tag {result.tag}"
         )
-        counts = dataset.count_values("detections.detections.label")
+        counts = dataset.count_values("detections.detections.label") if result.imported else {}
         print(f"dataset {name}: {len(dataset)} samples, detections {dict(sorted(counts.items()))}")
-        again = import_similar(dataset, sample_ids=originals, num_similar=4, media_dir=media, client=client)
+        again = import_similar(dataset, sample_ids=originals, num_similar=12, media_dir=media, client=client)
         print(
-            f"the same import again: {again.imported} imported, {again.skipped_duplicates} skipped as duplicates"
+            f"the same import again: {again.imported} imported, {again.skipped_duplicates} skipped as "
+            f"duplicates, {again.skipped_copies} as copies"
         )
     print(f"explore it: .venv/bin/fiftyone app launch {name}")
 
