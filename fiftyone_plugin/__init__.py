@@ -1,7 +1,7 @@
 """FiftyOne plugin ``@simages/similar-images``: find similar images and import them with labels.
 
 The operators ``find_similar``, ``import_similar`` and ``expand_dataset`` and ``register`` are
-here; their forms are in ``_forms``, the work in ``_search``/``_importing``/``_expanding``, shared
+here; their forms are in ``_forms`` and their output views in ``_form_outputs``, the work in ``_search``/``_importing``/``_expanding``, shared
 with the Python entry points ``find_similar(...)``, ``import_similar(...)`` and
 ``expand_dataset(...)`` (``_python_api``). FiftyOne loads this file as
 a package from the plugin folder, and it is also importable as ``simages_fiftyone``; only
@@ -19,6 +19,7 @@ import fiftyone.operators.types as types
 
 from ._downloads import DownloadPolicy
 from ._expanding import iter_expand, plan_expand
+from ._form_outputs import expand_outputs, find_output, find_results, gallery_markdown, import_outputs
 from ._forms import (
     IMMEDIATE_MAX_SAMPLES,
     QUERY_KEYS,
@@ -27,12 +28,7 @@ from ._forms import (
     client_from_ctx,
     copy_options_from_ctx,
     expand_inputs,
-    expand_outputs,
     expand_params_from_ctx,
-    find_output,
-    find_results,
-    gallery_markdown,
-    import_outputs,
     import_target_inputs,
     options_from_ctx,
     params_from_ctx,

@@ -1,7 +1,8 @@
-"""The operators' forms: App context → validated parameters, inputs, inline errors, and output views.
+"""The operators' forms: App context → validated parameters, inputs and inline errors.
 
 Validation is the same code as for Python callers (``_params``); this module only reads the
-App context (params, selection, secrets) and shows a ``ParamError`` on the input it names.
+App context (params, selection, secrets) and shows a ``ParamError`` on the input it names, once
+the user has acted (a fresh form shows no error). What a finished run shows is ``_form_outputs``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from simages_core.identity import COPY_DISTANCE
 
 from ._expanding import ExpandPlan
 from ._importing import default_media_dir
-from ._outcomes import FindSimilarResult, RankedImage
 from ._params import (
     SOURCE_LABELS,
     CopyOptions,
@@ -30,7 +30,6 @@ from ._params import (
     build_params,
     decode_upload,
 )
-from ._ranking import class_summary
 from ._search import SECRET_API_KEY, SECRET_API_URL, check_api_key, make_client, plan_queries
 
 QUERY_KEYS = ("source", "text", "url", "upload", "num_similar", "labels")
@@ -243,127 +242,6 @@ def show_errors(inputs: types.Object, props: dict[str, types.Property], check: A
     return True
 
 
-def copy_count(r: RankedImage) -> str:
-    """``"1 copy"``, ``"3 copies"``: how many results were collapsed into this one."""
-    return f"{len(r.copies)} cop{'y' if len(r.copies) == 1 else 'ies'}"
-
-
-def copy_notes(r: RankedImage) -> str:
-    """``"3 copies · copy of sample <id>"``: what the gallery says beside a result about its copies."""
-    notes = []
-    if r.copies:
-        notes.append(copy_count(r))
-    if r.copy_of:
-        notes.append(f"copy of sample {r.copy_of}")
-    return " · ".join(notes)
-
-
-def gallery_markdown(result: FindSimilarResult, max_items: int = 50) -> str:
-    """The results as markdown (thumbnail, caption) for ``execute_operator`` callers and notebooks."""
-    lines = []
-    for r in result.images[:max_items]:
-        classes = class_summary(r.image) if result.labels else ""
-        notes = copy_notes(r)
-        caption = (
-            f"**#{r.rank}** score {r.score:.3f}"
-            + (f" · {notes}" if notes else "")
-            + (f" · {classes}" if classes else "")
-        )
-        lines.append(f"[![{r.image.id}]({r.image.thumbnail_url})]({r.image.url})  \n{caption}\n")
-    if result.errors:
-        lines.append("**Queries that failed:** " + "; ".join(result.errors))
-    return "\n".join(lines) or "No similar images found."
-
-
-GALLERY_COLUMNS = 4
-
-
-def find_output(
-    result: FindSimilarResult, import_params: dict[str, Any], import_uri: str, max_items: int = 50
-) -> tuple[types.Object, dict[str, Any]]:
-    """The find operator's output for the App: a grid of thumbnails, each captioned with its
-    rank, score and classes, and the "Import these with labels" button; returns (schema, data).
-
-    FiftyOne's own ``GridView`` of ``ImageView`` cells is used rather than a markdown list: the
-    thumbnails sit side by side, four to a row, with the caption above each one (the App's
-    image view shows its label and description as a header).
-    """
-    outputs = types.Object()
-    outputs.int("count", label="Similar images found")
-    grid = types.Object()
-    data: dict[str, str] = {}
-    for r in result.images[:max_items]:
-        classes = class_summary(r.image) if result.labels else ""
-        key = f"image_{r.rank}"
-        # The rank and score head the cell; how many copies were folded into it and which sample it
-        # copies follow, then the classes.
-        grid.str(
-            key,
-            view=types.ImageView(
-                label=f"#{r.rank} score {r.score:.3f}" + (f" · {copy_count(r)}" if r.copies else ""),
-                description=" · ".join(
-                    t for t in (f"copy of sample {r.copy_of}" if r.copy_of else "", classes) if t
-                )
-                or None,
-                width="100%",
-                alt=r.image.id,
-                href=r.image.url,
-            ),
-        )
-        data[key] = r.image.thumbnail_url
-    if data:
-        outputs.define_property(
-            "thumbnails",
-            grid,
-            view=types.GridView(orientation="horizontal", columns=GALLERY_COLUMNS, gap=2, label="Results"),
-        )
-    else:
-        outputs.view("none_found", types.Notice(label="No similar images found."))
-    if result.errors:
-        outputs.list("errors", types.String(), label="Queries that failed")
-    if data:
-        outputs.view(
-            "import_button",
-            types.Button(
-                label="Import these with labels", operator=import_uri, params=import_params, prompt=True
-            ),
-        )
-    values = {"count": len(result), "thumbnails": data, "errors": list(result.errors)}
-    return outputs, values
-
-
-def find_results(result: FindSimilarResult) -> list[dict[str, Any]]:
-    """The find operator's results as JSON for the App and ``execute_operator`` callers."""
-    return [
-        {
-            "rank": r.rank,
-            "score": r.score,
-            "id": r.image.id,
-            "url": r.image.url,
-            "thumbnail_url": r.image.thumbnail_url,
-            "query": str(r.query),
-            "classes": [d.name for d in r.image.detections or ()],
-            "copies": list(r.copies),
-            "copy_of": r.copy_of,
-        }
-        for r in result.images
-    ]
-
-
-def import_outputs() -> types.Object:
-    outputs = types.Object()
-    outputs.str("summary", label="Result")
-    outputs.int("imported", label="Imported")
-    outputs.int("skipped_copies", label="Skipped (copies of samples already in the dataset)")
-    outputs.int("skipped_duplicates", label="Skipped (already imported)")
-    outputs.int("failed_downloads", label="Failed downloads")
-    outputs.list("failures", types.String(), label="Why downloads failed")
-    outputs.str("dataset_name", label="Dataset")
-    outputs.str("tag", label="Run tag")
-    outputs.str("media_dir", label="Media folder")
-    return outputs
-
-
 # --- expand form ----------------------------------------------------------------------------------
 
 IMMEDIATE_MAX_SAMPLES = 200
@@ -412,19 +290,3 @@ def budget_notice(inputs: types.Object, plan: ExpandPlan, budget: RequestBudget)
         "budget",
         types.Notice(label=f"This run: {budget.describe()}.{resumed}"),
     )
-
-
-def expand_outputs() -> types.Object:
-    outputs = types.Object()
-    outputs.str("summary", label="Result")
-    outputs.int("imported", label="Imported (whole run)")
-    outputs.int("skipped_copies", label="Skipped (copies of samples already in the dataset)")
-    outputs.int("skipped_duplicates", label="Skipped (already imported)")
-    outputs.int("requests_this_run", label="Requests sent")
-    outputs.int("failed_downloads", label="Failed downloads")
-    outputs.int("failed_queries", label="Failed queries")
-    outputs.list("errors", types.String(), label="What failed")
-    outputs.str("dataset_name", label="Dataset")
-    outputs.str("tag", label="Run tag")
-    outputs.str("media_dir", label="Media folder")
-    return outputs

@@ -66,7 +66,7 @@ def test_missing_key_banner_says_how_to_set_it(api_env, make_dataset, monkeypatc
 def test_find_output_is_a_grid_of_captioned_thumbnails_and_the_import_button(api_env, make_dataset):
     """What the App's output window receives from ``find_similar`` (its browser test clicks it)."""
     from simages_fiftyone import find_similar
-    from simages_fiftyone._forms import GALLERY_COLUMNS, find_output
+    from simages_fiftyone._form_outputs import GALLERY_COLUMNS, find_output
 
     dataset = make_dataset("chelsea.jpg")
     result = find_similar(dataset, text="a cat", num_similar=3, labels=True, collapse_copies=False)
