@@ -1,18 +1,22 @@
 """``simages-ls``: serve the ML backend, or expand a project with similar images.
 
-    simages-ls serve [--host 0.0.0.0] [--port 9090] [--threads 8]
+    simages-ls serve [--host 127.0.0.1] [--port 9090] [--threads 8]
     simages-ls expand --project 1 [--tasks 1,2,3] [--per-task 5] [--min-score 0.5]
                       [--max-requests N] [--chunk-size 200] [--copy-threshold BITS | --no-screen-copies]
                       [--dry-run] [--no-progress] [--json]
 
-Exit codes: 0 success (also when stopped at --max-requests), 1 the API or Label Studio refused
-(an import that failed included), 2 bad arguments or settings (also a SIMAGES_CACHE_URL whose Redis does not answer), 130 interrupted (run again to continue).
+Exit codes of expand: 0 every source task searched (also when stopped at --max-requests: run again
+to continue); 1 the API refused (key, daily limit) or could not be reached (the run stops after a few
+searches in a row fail to connect), or Label Studio refused (an import that failed included); 2 bad
+arguments or settings (also a SIMAGES_CACHE_URL whose Redis does not answer); 3 the run went through
+but some source tasks failed (listed; run again to retry them); 130 interrupted (run again to continue).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 import logging
 import signal
@@ -35,16 +39,29 @@ def _task_ids(raw: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simages-ls", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="simages-ls",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[-1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the ML backend for Label Studio (Settings -> Model)")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; the container image passes "
+        "0.0.0.0). Another address without BASIC_AUTH_USER is warned about at start",
+    )
     serve.add_argument(
         "--port", type=int, default=9090, help="port (default 9090, the ML-backend convention)"
     )
     serve.add_argument("--threads", type=int, default=8, help="concurrent requests served (default 8)")
     expand = sub.add_parser(
-        "expand", help="import images similar to a project's tasks as new pre-labelled tasks"
+        "expand",
+        help="import images similar to a project's tasks as new pre-labelled tasks",
+        epilog=__doc__.split("\n\n")[-1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     expand.add_argument("--project", type=int, required=True, help="Label Studio project id")
     expand.add_argument(
@@ -80,7 +97,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     expand.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     expand.add_argument("--json", action="store_true", help="print the report as JSON")
+    expand.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also log every HTTP request and label-studio-sdk's own warnings (hidden by default)",
+    )
     return parser
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def open_binding_warning(host: str, settings: BackendSettings) -> str | None:
+    """The warning for listening beyond this machine with no password, or ``None``."""
+    if _is_loopback(host) or settings.basic_auth is not None:
+        return None
+    return (
+        f"listening on {host}, reachable from other machines, without BASIC_AUTH_USER: anyone who can "
+        "reach this port can send predictions and spend the API key's requests; set BASIC_AUTH_USER and "
+        "BASIC_AUTH_PASS (and the same in Label Studio's model settings), or use --host 127.0.0.1"
+    )
 
 
 def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
@@ -95,6 +137,9 @@ def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
         print(redactor_for(settings)(f"simages-ls: {exc}"), file=sys.stderr)
         return 2
     context = app.config["SIMAGES_CONTEXT"]
+    warning = open_binding_warning(args.host, settings)
+    if warning:
+        logging.getLogger("simages_label_studio").warning(warning)
     logging.getLogger("simages_label_studio").info(
         "serving on http://%s:%d, API %s", args.host, args.port, context.api_url
     )
@@ -130,10 +175,15 @@ class _ProgressBar:
 
 
 def _print_report(report: Any) -> None:
+    left = f", {report.remaining} left: run again to continue" if report.remaining else ""
     print(
-        f"project {report.project_id}: {report.added} new tasks from {report.source_tasks} source tasks "
-        f"({report.requests} requests, {report.chunks} imports), {report.skipped_existing} already in the "
-        f"project, {report.resumed} expanded by an earlier run, {len(report.failed_tasks)} source tasks failed"
+        f"project {report.project_id}: searched {report.searched} of {report.to_search} source tasks, "
+        f"added {report.added} tasks{left}"
+    )
+    print(
+        f"  {report.requests} requests, {report.chunks} imports; {report.skipped_existing} similar images "
+        f"already in the project; {report.resumed} source tasks expanded and {report.searched_before} "
+        f"searched by an earlier run (not searched again); {len(report.failed_tasks)} source tasks failed"
     )
     if report.copy_threshold is not None:
         unreadable = len(report.task_images_unreadable)
@@ -154,7 +204,7 @@ def _print_report(report: Any) -> None:
     for task_id, reason in report.task_images_unreadable.items():
         print(f"  task {task_id}: image not screened against: {reason}")
     if report.stopped:
-        print(f"stopped: {report.stopped}; {report.remaining} source tasks left: run again to continue")
+        print(f"stopped: {report.stopped}")
 
 
 def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
@@ -168,7 +218,14 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
     try:
         if args.dry_run:
             plan = plan_expand(
-                args.project, task_ids=args.tasks, max_requests=args.max_requests, settings=settings
+                args.project,
+                task_ids=args.tasks,
+                max_requests=args.max_requests,
+                per_task=args.per_task,
+                min_score=args.min_score,
+                screen_copies=not args.no_screen_copies,
+                copy_threshold=args.copy_threshold,
+                settings=settings,
             )
             print(json.dumps(dataclasses.asdict(plan), indent=2) if args.json else plan.describe())
             return 0
@@ -221,11 +278,16 @@ def _expand(args: argparse.Namespace, settings: BackendSettings) -> int:
         print(json.dumps(dataclasses.asdict(report), indent=2))
     else:
         _print_report(report)
-    if report.failed_chunk is not None or (
-        report.stopped and report.remaining and "refused" in report.stopped
-    ):
+    if report.failed_chunk is not None or report.api_unreachable or report.api_refused:
         print(redact(f"simages-ls: stopped: {report.stopped}"), file=sys.stderr)
         return 1
+    if report.failed_tasks:
+        print(
+            f"simages-ls: {len(report.failed_tasks)} source tasks failed (listed above): run the same "
+            "command again to retry them",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
@@ -255,7 +317,21 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[handler],
     )
-    return _serve(args, settings) if args.command == "serve" else _expand(args, settings)
+    if args.command == "serve":
+        return _serve(args, settings)
+    if not args.verbose:
+        _quiet_libraries()
+    return _expand(args, settings)
+
+
+QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "label_studio_sdk")
+"""Libraries whose records ``expand`` hides unless ``--verbose``: a line per HTTP request (the 404 that
+ends paging too, which reads like an error) and the SDK's warning about ``localhost`` in Docker."""
+
+
+def _quiet_libraries() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from simages_core import (
 
 from . import __version__
 from .label_config import ProjectSchema
+from .label_warning import UnlabelledAnswerWarning
 from .predictions import Thresholds
 from .settings import BackendSettings
 from .task_images import TaskImageResolver
@@ -120,6 +121,7 @@ class BackendContext:
     executor: ThreadPoolExecutor = field(init=False)
     thresholds: Thresholds = field(init=False)
     redact: Redactor = field(init=False)
+    unlabelled_answers: UnlabelledAnswerWarning = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -128,6 +130,7 @@ class BackendContext:
         )
         self.executor = ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="simages-ls")
         self.redact = redactor_for(s)
+        self.unlabelled_answers = UnlabelledAnswerWarning()
 
     @classmethod
     def from_settings(cls, settings: BackendSettings) -> BackendContext:

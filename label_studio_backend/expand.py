@@ -16,7 +16,8 @@ Projects of thousands of tasks stream: tasks are listed page by page
 context's bounded pool, a bounded window ahead), and new tasks are imported in chunks
 while the searches go on (``expand_chunks``). A source task that already has tasks made
 from it was expanded by an earlier run and is not searched again, so an interrupted
-run, run again, continues where it stopped. ``plan_expand`` says what a run would cost
+run, run again, continues where it stopped; a source task searched with the same parameters that
+added nothing is remembered locally (``searched_tasks``) and not searched again either. ``plan_expand`` says what a run would cost
 without sending anything; ``max_requests`` caps what it sends.
 """
 
@@ -33,12 +34,14 @@ from label_studio_sdk import LabelStudio
 from simages_core import MAX_NUM_SIMILAR, RequestBudget, budget_for
 from simages_core.identity import COPY_DISTANCE, check_threshold
 
-from .context import BackendContext, model_version_for
+from .context import BackendContext, model_version_for, public_url
 from .expand_chunks import ChunkFailure, ImportUnconfirmed
-from .expand_run import ExpandReport, ExpandRun, FingerprintProgress, Options, Progress
+from .expand_report import ExpandReport, Options
+from .expand_run import ExpandRun, FingerprintProgress, Progress
 from .expand_screen import SkippedCopy
-from .expand_tasks import SOURCE_TASK_KEY, ProjectScan, iter_tasks, scan_project
+from .expand_tasks import SOURCE_TASK_KEY, ProjectScan, iter_tasks, scan_project, skip_searched
 from .label_config import ImageTarget, parse_label_config
+from .searched_tasks import STORE_FOLDER, SearchedTaskStore, SearchParameters
 from .settings import BackendSettings
 
 T = TypeVar("T")
@@ -74,11 +77,11 @@ class ExpandPlan:
     source_tasks: int
     """Source tasks the run would search."""
     resumed: int
-    """Source tasks an earlier run expanded already (not searched again)."""
+    """Source tasks an earlier run expanded or searched already (not searched again)."""
     budget: RequestBudget
 
     def describe(self) -> str:
-        earlier = f" ({self.resumed} expanded by an earlier run)" if self.resumed else ""
+        earlier = f" ({self.resumed} searched by an earlier run)" if self.resumed else ""
         return (
             f"project {self.project_id}: {self.source_tasks} source tasks to search of {self.total_tasks} "
             f"tasks{earlier}; {self.budget.describe()}"
@@ -157,25 +160,51 @@ def _scan(
     return target, model_version_for(schema, context.client.base_url), scan
 
 
+def _searched_store(project_id: int, options: Options, context: BackendContext) -> SearchedTaskStore:
+    settings = context.settings
+    parameters = SearchParameters(
+        context.client.base_url, options.per_task, options.min_score, options.copy_threshold
+    )
+    return SearchedTaskStore(
+        settings.simages_home / STORE_FOLDER,
+        public_url(settings.label_studio_url or ""),
+        project_id,
+        parameters,
+    )
+
+
 def plan_expand(
     project_id: int,
     *,
     task_ids: list[int] | None = None,
     max_requests: int | None = None,
+    per_task: int = 5,
+    min_score: float = 0.0,
+    screen_copies: bool = True,
+    copy_threshold: int = COPY_DISTANCE,
     settings: BackendSettings | None = None,
     context: BackendContext | None = None,
 ) -> ExpandPlan:
-    """What ``expand_project`` would send, against today's free requests; reads Label Studio only."""
-    _check(1, 0.0, max_requests, 1)
+    """What ``expand_project`` would send, against today's free requests; reads Label Studio only.
+
+    The search parameters say which earlier searches count (``searched_tasks``): the same as the run's.
+    """
+    _check(per_task, min_score, max_requests, 1, copy_threshold)
+    options = Options(per_task, min_score, max_requests, 1, copy_threshold if screen_copies else None)
 
     def work(ls: LabelStudio, settings: BackendSettings, context: BackendContext) -> ExpandPlan:
         _, _, scan = _scan(ls, project_id, task_ids, context)
+        store = _searched_store(project_id, options, context)
+        try:
+            skip_searched(scan, store.searched)
+        finally:
+            store.close()
         planned = sum(1 for s in scan.sources if s.ref is not None)  # a task without an image sends nothing
         return ExpandPlan(
             project_id=project_id,
             total_tasks=scan.total_tasks,
             source_tasks=len(scan.sources),
-            resumed=len(scan.resumed),
+            resumed=len(scan.resumed) + scan.searched_before,
             budget=budget_for(planned, context.client.usage, max_requests=max_requests),
         )
 
@@ -210,17 +239,23 @@ def expand_project(
     def work(ls: LabelStudio, settings: BackendSettings, context: BackendContext) -> ExpandReport:
         started = time.perf_counter()
         target, model_version, scan = _scan(ls, project_id, task_ids, context)
-        return ExpandRun(
-            ls,
-            project_id,
-            target,
-            model_version,
-            scan,
-            options,
-            context,
-            progress,
-            started,
-            fingerprint_progress,
-        ).run()
+        store = _searched_store(project_id, options, context)
+        try:
+            skip_searched(scan, store.searched)
+            return ExpandRun(
+                ls,
+                project_id,
+                target,
+                model_version,
+                scan,
+                options,
+                context,
+                progress,
+                started,
+                fingerprint_progress,
+                store,
+            ).run()
+        finally:
+            store.close()
 
     return _with_label_studio(settings, context, work)

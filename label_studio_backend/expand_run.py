@@ -12,24 +12,24 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from label_studio_sdk import LabelStudio
 
-from simages_core import BatchItem, Query, SearchResult, SimilarImage, SimilarImagesError
+from simages_core import BatchItem, ConnectError, Query, SearchResult, SimilarImage, SimilarImagesError
 from simages_core.identity import Fingerprint
 
 from .context import ACCOUNT_ERRORS, AccountError, BackendContext, public_url
-from .expand_chunks import Chunk, ChunkFailure, ChunkImporter
-from .expand_screen import CopyScreen, CopySeen, SkippedCopy
-from .expand_tasks import SOURCE_TASK_KEY, ProjectScan, SourceTask
+from .expand_chunks import Chunk, ChunkImporter
+from .expand_new_tasks import new_task_data, own_prediction
+from .expand_report import ExpandReport, Options
+from .expand_screen import CopyScreen, CopySeen
+from .expand_tasks import ProjectScan, SourceTask
 from .label_config import ImageTarget
-from .predictions import Thresholds, choices_region, own_rectangle_regions, prediction, vote_choices
+from .searched_tasks import SearchedTaskStore
 from .task_fingerprints import (
-    FINGERPRINT_KEY,
     STORE_FOLDER,
     TaskFingerprints,
     TaskFingerprintStore,
@@ -39,87 +39,16 @@ from .task_images import TaskImageError
 
 logger = logging.getLogger("simages_label_studio.expand")
 
+__all__ = ["ExpandReport", "ExpandRun", "FingerprintProgress", "Options", "Progress"]
+
+UNREACHABLE_IN_A_ROW = 3
+"""Searches in a row that could not reach the API (each after the client's retries) before the run
+stops: the API is down, and every other search would only spend its retries finding that out."""
+
 Progress = Callable[[int, int], None]
 """Called with (source tasks searched, source tasks this run will search) as the run goes."""
 FingerprintProgress = Callable[[int, int], None]
 """Called with (task images fingerprinted or found in the store, task images to fingerprint)."""
-
-
-@dataclass(frozen=True)
-class ExpandReport:
-    project_id: int
-    source_tasks: int
-    added: int
-    skipped_existing: int
-    new_task_ids: tuple[int, ...] = ()
-    failed_tasks: dict[int, str] = field(default_factory=dict)
-    """Source task id -> why its search failed (those tasks added nothing; run again to retry them)."""
-    landed: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    """Source task id -> the ids of the new tasks made from it, as Label Studio reported them."""
-    requests: int = 0
-    """Searches sent to the API by this run."""
-    resumed: int = 0
-    """Source tasks an earlier run expanded already: not searched again (their tasks count as skipped)."""
-    remaining: int = 0
-    """Source tasks this run did not finish (cap reached, import failed): run again to continue."""
-    chunks: int = 0
-    """Imports Label Studio confirmed."""
-    stopped: str | None = None
-    """Why the run ended before every source task was searched, or ``None``."""
-    failed_chunk: ChunkFailure | None = None
-    """The import Label Studio refused; earlier chunks stay in the project."""
-    seconds: float = 0.0
-    """Wall time of the run, from listing the project's tasks to the last import."""
-    api_refused: bool = False
-    """The run stopped because the API refused every search (daily limit, key): ``stopped`` says why."""
-    copy_threshold: int | None = None
-    """Bits within which a similar image counts as a copy; ``None``: copies were not screened."""
-    skipped_copies: int = 0
-    """Similar images not imported because each is a copy of an image the project already has."""
-    copies: tuple[SkippedCopy, ...] = ()
-    """Each skipped copy with the task whose image it copies."""
-    task_images_fingerprinted: int = 0
-    """Task images this run downloaded to fingerprint (each once: the next run finds it in the store)."""
-    task_images_from_store: int = 0
-    """Task images whose fingerprint the local store already had: nothing downloaded."""
-    task_images_unreadable: dict[int, str] = field(default_factory=dict)
-    """Task id -> why its image could not be fetched or read: similar images are not screened against it."""
-    unscreened_images: int = 0
-    """Similar images imported unscreened: their thumbnail could not be fetched or read."""
-
-
-@dataclass(frozen=True)
-class Options:
-    """How a run searches and imports (checked by ``expand_project``)."""
-
-    per_task: int
-    min_score: float
-    max_requests: int | None
-    chunk_size: int
-    copy_threshold: int | None = None
-    """``None``: copies are not screened (only API ids and URLs are deduplicated)."""
-
-
-def _new_task_data(
-    target: ImageTarget,
-    image: SimilarImage,
-    source_task_id: int,
-    rank: int,
-    when: str,
-    fp: Fingerprint | None,
-) -> dict[str, Any]:
-    data = {
-        target.value_key: image.url,
-        "simages_id": image.id,
-        "simages_score": round(image.score, 6),
-        "simages_rank": rank,
-        SOURCE_TASK_KEY: source_task_id,
-        "simages_thumbnail_url": image.thumbnail_url,
-        "simages_imported_at": when,
-    }
-    if fp is not None:  # a later run screens against it without downloading anything
-        data[FINGERPRINT_KEY] = fp.to_hex()
-    return data
 
 
 @dataclass(frozen=True)
@@ -130,23 +59,8 @@ class _Searched:
     fingerprints: Future[dict[str, Fingerprint]] | None = None
 
 
-def _own_prediction(
-    target: ImageTarget, image: SimilarImage, thresholds: Thresholds, model_version: str
-) -> dict:
-    """A prediction from the image's own detections: its boxes are exact for it, not borrowed."""
-    regions: list[dict[str, Any]] = []
-    for control in target.rectangles:
-        regions += own_rectangle_regions(control, image, thresholds.min_detection_score)
-    one_voter = Thresholds(min_detection_score=thresholds.min_detection_score, top_k=1, choice_threshold=1.0)
-    for control in target.choices:
-        region = choices_region(control, vote_choices(control, (image,), one_voter))
-        if region is not None:
-            regions.append(region)
-    return prediction(regions, model_version)
-
-
-class _CapReached(Exception):
-    """The run's ``max_requests`` were all sent before this search's turn."""
+class _NotSent(Exception):
+    """This search was not sent: the run's ``max_requests`` were all sent, or the API is down."""
 
 
 class ExpandRun:
@@ -164,6 +78,7 @@ class ExpandRun:
         progress: Progress | None,
         started: float,
         fingerprint_progress: FingerprintProgress | None = None,
+        searched_store: SearchedTaskStore | None = None,
     ) -> None:
         self.project_id, self.target, self.scan, self.options = project_id, target, scan, options
         self.context, self.progress = context, progress
@@ -183,12 +98,17 @@ class ExpandRun:
         self.copies: list[CopySeen] = []
         self.unscreened = 0
         self._accepted: dict[str, tuple[int, int]] = {}  # image id -> (source task, its place among them)
+        self.searched_store = searched_store
+        self._unreachable_in_a_row = 0  # completed searches, in completion order (under _sent_lock)
+        self.api_down = False
 
     def _take_request(self) -> None:
-        """Counts one search against the cap, or raises ``_CapReached``: the cap is exact across threads."""
+        """Counts one search against the cap, or raises ``_NotSent``: the cap is exact across threads."""
         with self._sent_lock:
+            if self.api_down:
+                raise _NotSent
             if self.options.max_requests is not None and self.sent >= self.options.max_requests:
-                raise _CapReached
+                raise _NotSent
             self.sent += 1
 
     def _search(self, source: SourceTask) -> _Searched:
@@ -206,11 +126,26 @@ class ExpandRun:
         query = Query(url=image.url, image=image.data, num_similar=self.options.per_task + 1, labels=True)
         self._take_request()
         item = self.context.client.run_query(query)  # never raises; the image is dropped after this
+        self._note_reachability(item)
         if self.screen is None or item.result is None:
             return _Searched(item)
         # Known ids and URLs are read while the main thread adds to them: at worst a thumbnail too many.
         fresh = [image for _, image in self._candidates(source, item.result) if not self._known(image)]
         return _Searched(item, self.screen.submit(fresh) if fresh else None)
+
+    def _note_reachability(self, item: BatchItem) -> None:
+        """Trips the breaker after ``UNREACHABLE_IN_A_ROW`` searches in a row could not connect."""
+        with self._sent_lock:
+            if isinstance(item.error, ConnectError):
+                self._unreachable_in_a_row += 1
+                if self._unreachable_in_a_row >= UNREACHABLE_IN_A_ROW and not self.api_down:
+                    self.api_down = True
+                    logger.warning(
+                        "the Similar Images API could not be reached %d times in a row: sending no more",
+                        self._unreachable_in_a_row,
+                    )
+            else:
+                self._unreachable_in_a_row = 0
 
     def _candidates(self, source: SourceTask, result: SearchResult) -> list[tuple[int, SimilarImage]]:
         """(rank, image) of the similar images the source may add: not itself, at least ``min_score``."""
@@ -243,12 +178,12 @@ class ExpandRun:
             source, future = pending.popleft()
             try:
                 yield source, future.result()
-            except _CapReached:
+            except _NotSent:
                 yield source, None
 
     def _stopping(self) -> bool:
         capped = self.options.max_requests is not None and self.sent >= self.options.max_requests
-        return capped or self.account_error is not None or not self.importer.ok()
+        return capped or self.api_down or self.account_error is not None or not self.importer.ok()
 
     def run(self) -> ExpandReport:
         total = len(self.scan.sources)
@@ -267,7 +202,10 @@ class ExpandRun:
                 if self.importer.failure is not None or outcome is None:
                     continue  # after a failed import nothing more is imported; run again to retry
                 searched += 1
+                empty_before = self.empty
                 self._add(source, outcome, chunk)
+                if self.empty > empty_before:  # added nothing: only this record says it was searched
+                    self._record_searched((source.id,))
                 if self.progress:
                     self.progress(searched, total)
                 if len(chunk.tasks) >= self.options.chunk_size:
@@ -278,9 +216,14 @@ class ExpandRun:
             self.importer.wait()
         finally:
             self.importer.close()
+            self._record_searched(self.importer.landed)
             if self.screen is not None:
                 self.screen.close()
-        return self._report()
+        return self._report(searched)
+
+    def _record_searched(self, task_ids: Iterable[int]) -> None:
+        if self.searched_store is not None:
+            self.searched_store.record(task_ids)
 
     def _open_screen(self, threshold: int) -> CopyScreen:
         """The screen, holding the fingerprint of every task image of the project (fetched if need be)."""
@@ -342,9 +285,9 @@ class ExpandRun:
                 self._accepted[image.id] = (source.id, added)
             chunk.tasks.append(
                 {
-                    "data": _new_task_data(self.target, image, source.id, rank, self.when, fp),
+                    "data": new_task_data(self.target, image, source.id, rank, self.when, fp),
                     "predictions": [
-                        _own_prediction(self.target, image, self.context.thresholds, self.model_version)
+                        own_prediction(self.target, image, self.context.thresholds, self.model_version)
                     ],
                 }
             )
@@ -353,7 +296,7 @@ class ExpandRun:
         if not added:
             self.empty += 1
 
-    def _report(self) -> ExpandReport:
+    def _report(self, searched: int) -> ExpandReport:
         importer = self.importer
         failure = importer.failure
         if self.account_error is not None and not importer.landed and failure is None:
@@ -361,6 +304,12 @@ class ExpandRun:
         remaining = len(self.scan.sources) - len(importer.landed) - len(self.failed) - self.empty
         if failure is not None:
             stopped: str | None = f"the import of chunk {failure.chunk} failed: {failure.reason}"
+        elif self.api_down:
+            stopped = (
+                f"the Similar Images API could not be reached ({self.context.client.base_url}) for "
+                f"{UNREACHABLE_IN_A_ROW} searches in a row, so the other source tasks were not sent; "
+                "once it answers, run the same command again to continue"
+            )
         elif self.account_error is not None:
             refused = self.context.redact(str(AccountError(self.account_error)))
             stopped = f"the Similar Images API refused: {refused}"
@@ -396,4 +345,8 @@ class ExpandRun:
             task_images_from_store=self.task_fingerprints.cached,
             task_images_unreadable=self.task_fingerprints.unreadable,
             unscreened_images=self.unscreened,
+            searched=searched,
+            to_search=len(self.scan.sources),
+            searched_before=self.scan.searched_before,
+            api_unreachable=self.api_down,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,8 @@ class ProjectScan:
     """Tasks to search, in id order; those already expanded are left out (see ``resumed``)."""
     resumed: dict[int, int] = field(default_factory=dict)
     """Source task id -> how many tasks earlier runs made from it: those are not searched again."""
+    searched_before: int = 0
+    """Sources an earlier run searched with the same parameters (``searched_tasks``): not searched again."""
     known_ids: set[str] = field(default_factory=set)
     """API image ids already in the project."""
     known_urls: set[str] = field(default_factory=set)
@@ -119,3 +121,10 @@ def _note_fingerprint(scan: ProjectScan, task_id: int, ref: str, data: dict[str,
     thumbnail = data.get("simages_thumbnail_url") if SOURCE_TASK_KEY in data else None
     fetch_ref = thumbnail.strip() if isinstance(thumbnail, str) and thumbnail.strip() else ref
     scan.to_fingerprint.append(TaskImageRef(task_id, ref, fetch_ref))
+
+
+def skip_searched(scan: ProjectScan, searched: Callable[[int], bool]) -> None:
+    """Leaves out of ``scan.sources`` the tasks an earlier run searched (``searched(task_id)``)."""
+    kept = [source for source in scan.sources if not searched(source.id)]
+    scan.searched_before += len(scan.sources) - len(kept)
+    scan.sources = kept

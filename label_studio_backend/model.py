@@ -145,6 +145,7 @@ class SimilarImagesBackend(LabelStudioMLBase):
         for job, search in zip(ready, searches, strict=True):
             item = search.result()
             job.result, job.error = item.result, item.error
+            ctx.unlabelled_answers.note(self.model_version, item.result, ctx.client.base_url)
         # 3. Sizes still unknown are probed now, concurrently.
         unsized = [job for job in jobs if self._settle_size(job)]
         probes = [pool.submit(ctx.resolver.probe_size, job.image.url or "") for job in unsized if job.image]

@@ -74,6 +74,10 @@ class LabelStudioProcess(ManagedProcess):
             "SSRF_PROTECTION_ENABLED": "false",
             "SENTRY_DSN": "",
             "FRONTEND_SENTRY_DSN": "",
+            # Nothing about its use leaves the machine: no usage analytics, no PyPI version check
+            # (with both off, its pages contact no host off the machine: test_ui_browser checks).
+            "COLLECT_ANALYTICS": "false",
+            "LATEST_VERSION_CHECK": "false",
         }
         args = [str(executable), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(self.port)]
         super().__init__(

@@ -131,3 +131,16 @@ def test_env_example_names_every_credential():
     example = (REPO / ".env.example").read_text()
     for name in CREDENTIALS:
         assert re.search(rf"^{name}=$", example, flags=re.M), name  # listed, and empty: no shared default
+
+
+def test_label_studio_sends_no_usage_data_off_the_machine(tmp_path):
+    environment = resolved(tmp_path)["services"]["label-studio"]["environment"]
+    assert environment["COLLECT_ANALYTICS"] == "false"
+    assert environment["LATEST_VERSION_CHECK"] == "false"
+
+
+def test_the_backend_container_listens_on_every_interface(tmp_path):
+    # The CLI defaults to loopback outside a container; the image must ask for 0.0.0.0 itself.
+    dockerfile = (REPO / "label_studio_backend" / "Dockerfile").read_text()
+    assert 'CMD ["simages-ls", "serve", "--host", "0.0.0.0", "--port", "9090"]' in dockerfile
+    assert "command" not in resolved(tmp_path)["services"]["ml-backend"]  # the image's CMD stands

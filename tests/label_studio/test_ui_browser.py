@@ -184,5 +184,7 @@ def test_connect_retrieve_and_review_predictions(studio, local_api, tmp_path):
                 page.get_by_label(re.compile("^Coffee")).is_checked()
             )
             shots.take(page, "labelling")
+            # Label Studio's pages asked no host off the machine (analytics and version check are off).
+            assert browser.blocked == [], browser.blocked
     finally:
         backend.stop()
