@@ -100,7 +100,7 @@ class FindSimilar(foo.Operator):
             description="Show one image per group of near-duplicates ('N copies' beside it) and mark "
             "copies of samples already in the dataset",
         )
-        if show_errors(inputs, props, check):
+        if show_errors(ctx, inputs, props, check):
             inputs.bool(
                 "import_results",
                 default=False,
@@ -203,7 +203,7 @@ class ImportSimilar(_ImportingOperator):
             params_from_ctx(ctx, True)
             options_from_ctx(ctx)
 
-        show_errors(inputs, props, check)
+        show_errors(ctx, inputs, props, check)
         return types.Property(inputs, view=types.View(label="Import similar images"))
 
     def execute(self, ctx: Any):
@@ -255,7 +255,7 @@ class ExpandDataset(_ImportingOperator):
             finally:
                 client.close()
 
-        show_errors(inputs, props, check)
+        show_errors(ctx, inputs, props, check)
         return types.Property(inputs, view=types.View(label="Expand dataset with similar images"))
 
     def execute(self, ctx: Any):

@@ -222,11 +222,36 @@ def import_target_inputs(ctx: Any, inputs: types.Object) -> dict[str, types.Prop
     return props
 
 
-def show_errors(inputs: types.Object, props: dict[str, types.Property], check: Any) -> bool:
-    """Run ``check()``; show its ``ParamError`` on the input it names (or as a banner)."""
+def user_has_acted(ctx: Any, inputs: types.Object) -> bool:
+    """Whether the form's values are more than what it offered: something typed, chosen or prompted.
+
+    The App resolves a form when it opens (no params) and again with each input's default filled
+    in; only a value that differs from its input's default (a typed prompt, even one cleared
+    again: ``""`` is not the unset ``None``) is the user's. Params a caller handed over
+    (``ctx.prompt(..., params=query)``) count as given. At execution (``ctx.executor`` is set,
+    also for ``execute_operator``) the form is always validated.
+    """
+    if getattr(ctx, "executor", None) is not None:
+        return True
+    fields = inputs.properties
+    return any(
+        name in fields and value is not None and value != [] and value != fields[name].default
+        for name, value in (ctx.params or {}).items()
+    )
+
+
+def show_errors(ctx: Any, inputs: types.Object, props: dict[str, types.Property], check: Any) -> bool:
+    """Run ``check()``; show its ``ParamError`` on the input it names (or as a banner).
+
+    Until the user has acted (``user_has_acted``) an input's error is not shown, so a fresh
+    form is not red; it still reports invalid (returns ``False``). A missing API key is shown
+    at once: no input of the form can fix it.
+    """
     try:
         check()
     except ParamError as exc:
+        if exc.field != "api_key" and not user_has_acted(ctx, inputs):
+            return False
         prop = props.get(exc.field)
         if prop is not None:
             prop.invalid = True

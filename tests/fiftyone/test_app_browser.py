@@ -1,6 +1,7 @@
 """The FiftyOne App on loopback, driven in headless Chromium the way a person uses the plugin.
 
-Select two samples in the grid, open the operator browser, fill "Find similar images" (sources,
+Open "Find similar images" with nothing selected (no error until the user types), select two
+samples in the grid, open the operator browser, fill "Find similar images" (sources,
 the inline error for an empty text prompt), run a text prompt ("Then import them" opens the
 import form with it), then the two samples: the gallery
 shows thumbnails with scores and classes. "Import these with labels" in the gallery opens the
@@ -166,6 +167,34 @@ WATCH_PROGRESS = """() => {
 }"""
 
 
+def defaults_resolved(response) -> bool:
+    """The App's resolve of a form with its inputs' defaults filled in (it first resolves it empty)."""
+    if "resolve-type" not in response.url or response.request.method != "POST":
+        return False
+    return bool(((response.request.post_data_json or {}).get("params") or {}).get("source"))
+
+
+def fresh_form_shows_no_error(page) -> None:
+    """Nothing selected, the find form opens on an empty text prompt: no red error until the user
+    acts. The App resolves the form as it opens ({}) and again with the defaults filled in; the
+    second answer is awaited (state, not time) before looking for an error, and typing then
+    clearing the prompt shows it."""
+    from playwright.sync_api import expect
+
+    with page.expect_response(defaults_resolved) as answer:
+        open_operator(page, "Find similar images (simages)")
+    assert answer.value.ok
+    prompt = page.locator(PROMPT)
+    text = prompt.locator('input[type="string"]').first
+    expect(text).to_be_visible()
+    expect(prompt.get_by_text(re.compile(r"^enter a text prompt"))).to_have_count(0)
+    text.fill("a")
+    text.fill("")
+    expect(prompt.get_by_text(re.compile(r"^enter a text prompt"))).to_be_visible()
+    prompt.get_by_role("button", name="Cancel").click()
+    expect(prompt).to_have_count(0)
+
+
 def test_find_then_import_in_the_app(app, tmp_path):
     from playwright.sync_api import expect
 
@@ -182,6 +211,7 @@ def test_find_then_import_in_the_app(app, tmp_path):
         page = browser.page
         output = page.locator(OUTPUT_WINDOW)
         open_dataset(page, app)
+        fresh_form_shows_no_error(page)
         select_tiles(page, 2)
 
         # The form: every source, the two selected samples, and an inline error for an empty prompt.

@@ -86,3 +86,36 @@ def test_find_output_is_a_grid_of_captioned_thumbnails_and_the_import_button(api
     assert values["thumbnails"]["image_1"] == first.image.thumbnail_url and values["count"] == 3
     button = props["import_button"]["view"]
     assert button["operator"] == IMPORT_URI and button["params"] == query and button["prompt"] is True
+
+
+def invalid(props: dict) -> dict[str, str]:
+    return {name: p.get("error_message", "") for name, p in props.items() if p.get("invalid")}
+
+
+@pytest.mark.parametrize("uri", [FIND_URI, IMPORT_URI])
+def test_a_fresh_form_shows_no_error_until_the_user_acts(api_env, make_dataset, uri):
+    """The App resolves a form as it opens (no params), then with every input's default filled in:
+    neither is the user's doing, so nothing is red; a typed (even cleared) prompt is validated."""
+    dataset = make_dataset("chelsea.jpg")
+    assert invalid(form(uri, dataset, {})) == {}
+    defaults = {
+        name: p["default"] for name, p in form(uri, dataset, {}).items() if p.get("default") is not None
+    }
+    assert defaults["source"] == "text"  # nothing selected: the text prompt, still empty
+    assert invalid(form(uri, dataset, defaults)) == {}
+    assert "enter a text prompt" in invalid(form(uri, dataset, {**defaults, "text": ""}))["text"]
+    assert (
+        "1 to 50"
+        in invalid(form(uri, dataset, {**defaults, "num_similar": 80, "text": "cat"}))["num_similar"]
+    )
+    # Changing any other input is acting too: the empty prompt is then pointed out.
+    assert "text" in invalid(form(uri, dataset, {**defaults, "num_similar": 3}))
+
+
+def test_executing_a_fresh_form_is_still_refused_by_name(api_env, make_dataset):
+    import fiftyone.operators as foo
+
+    dataset = make_dataset("chelsea.jpg")
+    with pytest.raises(foo.executor.ExecutionError) as info:
+        foo.execute_operator(FIND_URI, ctx={"dataset": dataset.name, "params": {"source": "text"}})
+    assert "Path: text." in str(info.value) and "enter a text prompt" in str(info.value)
