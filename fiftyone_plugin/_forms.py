@@ -244,15 +244,15 @@ def show_errors(ctx: Any, inputs: types.Object, props: dict[str, types.Property]
     """Run ``check()``; show its ``ParamError`` on the input it names (or as a banner).
 
     Until the user has acted (``user_has_acted``) an input's error is not shown, so a fresh
-    form is not red; it still reports invalid (returns ``False``). A missing API key is shown
-    at once: no input of the form can fix it.
+    form is not red; it still reports invalid (returns ``False``). A banner is shown at once:
+    it is about what no input can fix (the API key, the selected samples).
     """
     try:
         check()
     except ParamError as exc:
-        if exc.field != "api_key" and not user_has_acted(ctx, inputs):
-            return False
         prop = props.get(exc.field)
+        if prop is not None and not user_has_acted(ctx, inputs):
+            return False
         if prop is not None:
             prop.invalid = True
             prop.error_message = exc.message
