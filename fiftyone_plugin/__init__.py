@@ -44,7 +44,7 @@ from ._outcomes import (
     Progress,
     RankedImage,
 )
-from ._params import ParamError
+from ._param_errors import ParamError
 from ._python_api import expand_dataset, find_similar, import_similar
 from ._search import find_similar_with
 

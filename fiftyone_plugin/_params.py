@@ -1,8 +1,8 @@
 """Turning what the user gave (App form or Python arguments) into validated search and import parameters.
 
 Request rules (URL, text, image, ``num_similar``) are the core's: the values are built into a
-``simages_core.Query`` and its ``InvalidRequest`` is mapped to the form input it concerns
-(``image`` is ``upload`` for an uploaded file). Only the plugin's own rules live here: the
+``simages_core.Query`` and its ``InvalidRequest`` is mapped to the input it concerns
+(``_param_errors``: the form's ``upload``, Python's ``image``). Only the plugin's own rules live here: the
 query source and sample selection, decoding an upload, the label field, classes, confidence.
 """
 
@@ -20,6 +20,7 @@ from simages_core import InvalidRequest, Query, encode_image
 from simages_core.identity import COPY_DISTANCE, check_threshold
 
 from ._downloads import DownloadPolicy
+from ._param_errors import ParamError, from_core
 
 SOURCES = ("selected", "current_sample", "url", "text", "upload")
 """Where a query comes from: selected samples, the sample open in the modal, a URL, a text, a file."""
@@ -33,27 +34,6 @@ SOURCE_LABELS = {
 }
 MAX_QUERY_SAMPLES = 100
 """Selected samples per run: each is one API request (and one billed unit past the free tier)."""
-
-# The form input a core request field is typed into; the image (and the exactly-one rule) belongs
-# to whichever input the chosen source uses, see ``form_input``.
-_CORE_FIELD_INPUTS = {"url": "url", "text": "text", "num_similar": "num_similar", "get_labels": "labels"}
-_SOURCE_INPUTS = {"text": "text", "url": "url", "upload": "upload"}
-# What the App shows before the core's own reason, so the form says what to do.
-_INPUT_HINTS = {
-    "text": "enter a text prompt, e.g. 'a cat on a sofa'",
-    "url": "not an http(s) image URL",
-    "upload": "choose an image file to upload",
-}
-
-
-class ParamError(ValueError):
-    """A parameter the user gave cannot be used; ``field`` names the form input to blame."""
-
-    def __init__(self, field: str, message: str) -> None:
-        # Outside the App (``execute_operator``, Python) the text alone must name the input.
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -116,13 +96,6 @@ class ImportOptions:
 # --- the core's rules, named for the form ---------------------------------------------------------
 
 
-def form_input(core_field: str | None, source: str) -> str:
-    """The form input a core ``InvalidRequest.field`` concerns, given the chosen source."""
-    if core_field in (None, "image", "url/image/text"):
-        return _SOURCE_INPUTS.get(source, source)
-    return _CORE_FIELD_INPUTS.get(core_field, source)
-
-
 def core_query(
     source: str,
     *,
@@ -138,7 +111,7 @@ def core_query(
         # num_similar is passed as the user gave it: judging it is the core's job.
         query = Query(url=url, image=image, text=text, num_similar=cast(int, num_similar), labels=labels)
     except InvalidRequest as exc:
-        raise _form_error(exc, source) from None
+        raise from_core(exc, source) from None
     return query
 
 
@@ -147,13 +120,7 @@ def check_upload(image: bytes | str | os.PathLike[str]) -> None:
     try:
         encode_image(image)
     except InvalidRequest as exc:
-        raise _form_error(exc, "upload") from None
-
-
-def _form_error(exc: InvalidRequest, source: str) -> ParamError:
-    name = form_input(exc.field, source)
-    hint = _INPUT_HINTS.get(name)
-    return ParamError(name, f"{hint} ({exc.message})" if hint else exc.message)
+        raise from_core(exc, "upload") from None
 
 
 # --- parameters -----------------------------------------------------------------------------------
@@ -210,7 +177,11 @@ def build_params(
         what = "select one or more samples" if source == "selected" else "open a sample in the modal"
         raise ParamError(source, f"no sample to search with: {what}")
     if len(ids) > MAX_QUERY_SAMPLES:
-        raise ParamError(source, f"select at most {MAX_QUERY_SAMPLES} samples (got {len(ids)})")
+        raise ParamError(
+            source,
+            f"select at most {MAX_QUERY_SAMPLES} samples (got {len(ids)})",
+            python_message=f"at most {MAX_QUERY_SAMPLES} sample ids per call (got {len(ids)})",
+        )
     # The samples' files are read by ``plan_queries``; the rest of the request is checked now, by
     # the core, with a stand-in query value (its rules for num_similar and labels do not depend on it).
     q = core_query(source, text=source, num_similar=num_similar, labels=labels)

@@ -1,7 +1,8 @@
 """The plugin's Python entry points, ``find_similar(...)``, ``import_similar(...)`` and ``expand_dataset(...)``.
 
 They run the same code as the operators (``_params`` → ``_search`` / ``_importing`` /
-``_expanding``), with typed results instead of App output.
+``_expanding``), with typed results instead of App output. A ``ParamError`` names the Python parameter
+(``image``, ``sample_ids``), not the form's input (``python_names``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ._downloads import DownloadPolicy
 from ._expanding import iter_expand
 from ._importing import drain, iter_import
 from ._outcomes import ExpandResult, FindSimilarResult, ImportSimilarResult, Progress
+from ._param_errors import python_names
 from ._params import build_copy_options, build_expand_params, build_import_options, build_params
 from ._search import find_similar_with, make_client
 
@@ -60,12 +62,13 @@ def find_similar(
     per group of near-duplicates (``RankedImage.copies`` lists the others), ``mark_copies`` sets
     ``RankedImage.copy_of`` to the id of a dataset sample the result is a copy of.
     """
-    params = build_params(
-        text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
-    )
-    copies = build_copy_options(collapse=collapse_copies, mark=mark_copies, threshold=copy_threshold)
-    with _client_for(client, api_key, api_url) as search_client:
-        return find_similar_with(search_client, dataset_or_view, params, copies)
+    with python_names():
+        params = build_params(
+            text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
+        )
+        copies = build_copy_options(collapse=collapse_copies, mark=mark_copies, threshold=copy_threshold)
+        with _client_for(client, api_key, api_url) as search_client:
+            return find_similar_with(search_client, dataset_or_view, params, copies)
 
 
 def import_similar(
@@ -99,21 +102,22 @@ def import_similar(
     samples being fingerprinted once into ``simages_fingerprint``. The run is recorded on the
     target (``result.run_key``), as the operator records it.
     """
-    params = build_params(
-        text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
-    )
-    options = build_import_options(
-        media_dir=media_dir,
-        new_dataset_name=new_dataset_name,
-        label_field=label_field,
-        classes=classes,
-        min_confidence=min_confidence,
-        policy=policy,
-        screen_copies=screen_copies,
-        copy_threshold=copy_threshold,
-    )
-    with _client_for(client, api_key, api_url) as search_client:
-        return drain(iter_import(search_client, dataset_or_view, params, options), progress)
+    with python_names():
+        params = build_params(
+            text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
+        )
+        options = build_import_options(
+            media_dir=media_dir,
+            new_dataset_name=new_dataset_name,
+            label_field=label_field,
+            classes=classes,
+            min_confidence=min_confidence,
+            policy=policy,
+            screen_copies=screen_copies,
+            copy_threshold=copy_threshold,
+        )
+        with _client_for(client, api_key, api_url) as search_client:
+            return drain(iter_import(search_client, dataset_or_view, params, options), progress)
 
 
 def expand_dataset(
@@ -146,25 +150,26 @@ def expand_dataset(
     arguments (``max_requests``, ``batch_size`` and ``max_workers`` aside), it continues where an
     interrupted or capped run stopped. ``max_requests`` caps the requests this call sends.
     """
-    params = build_expand_params(
-        per_sample=per_sample,
-        labels=labels,
-        max_requests=max_requests,
-        batch_size=batch_size,
-        max_workers=max_workers,
-    )
-    options = build_import_options(
-        media_dir=media_dir,
-        new_dataset_name=new_dataset_name,
-        label_field=label_field,
-        classes=classes,
-        min_confidence=min_confidence,
-        policy=policy,
-        screen_copies=screen_copies,
-        copy_threshold=copy_threshold,
-    )
-    with (
-        _client_for(client, api_key, api_url) as search_client,
-        closing(iter_expand(search_client, view_or_dataset, params, options)) as events,
-    ):
-        return drain(events, progress)
+    with python_names():
+        params = build_expand_params(
+            per_sample=per_sample,
+            labels=labels,
+            max_requests=max_requests,
+            batch_size=batch_size,
+            max_workers=max_workers,
+        )
+        options = build_import_options(
+            media_dir=media_dir,
+            new_dataset_name=new_dataset_name,
+            label_field=label_field,
+            classes=classes,
+            min_confidence=min_confidence,
+            policy=policy,
+            screen_copies=screen_copies,
+            copy_threshold=copy_threshold,
+        )
+        with (
+            _client_for(client, api_key, api_url) as search_client,
+            closing(iter_expand(search_client, view_or_dataset, params, options)) as events,
+        ):
+            return drain(events, progress)

@@ -22,7 +22,8 @@ from simages_core.fetch import Fetcher
 
 from ._downloads import DownloadPolicy
 from ._outcomes import FindSimilarResult, QueryLabel
-from ._params import CopyOptions, ParamError, SearchParams
+from ._param_errors import ParamError
+from ._params import CopyOptions, SearchParams
 from ._ranking import merge_results
 from ._screening import mark_copies
 

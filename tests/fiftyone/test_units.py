@@ -14,14 +14,8 @@ from PIL import Image
 from simages_core import Detection, SearchResult, SimilarImage
 from simages_fiftyone._downloads import DownloadJob, DownloadPolicy, iter_downloads, safe_stem
 from simages_fiftyone._outcomes import QueryLabel
-from simages_fiftyone._params import (
-    ParamError,
-    build_params,
-    check_classes,
-    check_field_name,
-    decode_upload,
-    form_input,
-)
+from simages_fiftyone._param_errors import ParamError, form_input
+from simages_fiftyone._params import build_params, check_classes, check_field_name, decode_upload
 from simages_fiftyone._provenance import run_key, run_tag
 from simages_fiftyone._ranking import ClassFilter, class_summary, merge_results
 from simages_fiftyone._samples import to_detections
