@@ -27,6 +27,7 @@ from simages_core.identity import (
     check_threshold,
     collapse_copies,
     fingerprint,
+    fingerprint_image,
     fingerprint_results,
 )
 
@@ -158,6 +159,76 @@ def test_what_is_not_an_image_raises_image_encoding_error(tmp_path):
     for source in (text, b"not an image", truncated, tmp_path / "missing.jpg"):
         with pytest.raises(ImageEncodingError):
             fingerprint(source)
+
+
+# --- the hash: pHash as matrix products ----------------------------------------------------------
+
+REFERENCE_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "moon", "page")
+
+
+def _mirror_crop(index: int) -> int:
+    left, top, right, bottom = CROPS[index]
+    return CROPS.index((right, top, left, bottom))
+
+
+def _grid() -> np.ndarray:
+    from simages_core import identity
+
+    return np.random.default_rng(0).uniform(0, 255, (identity.GRID_SIDE, identity.GRID_SIDE))
+
+
+def test_each_crops_block_is_the_dct_of_the_crop_as_pillow_resamples_it():
+    from scipy.fft import dctn
+
+    from simages_core import identity
+
+    grid, side = _grid(), identity.GRID_SIDE
+    low = identity._low_frequencies(grid)
+    for index, (left, top, right, bottom) in enumerate(CROPS):
+        box = (left * side, top * side, (1 - right) * side, (1 - bottom) * side)
+        resampled = identity._resampling(box[1], box[3]) @ grid @ identity._resampling(box[0], box[2]).T
+        as_float = Image.fromarray(grid.astype(np.float32), "F")
+        by_pillow = as_float.resize((32, 32), Image.Resampling.LANCZOS, box=box)
+        np.testing.assert_allclose(resampled, np.asarray(by_pillow), atol=0.01)
+        expected = dctn(resampled, type=2)[:8, :8] / 4  # scipy's DCT-II is twice ours along each axis
+        np.testing.assert_allclose(low[index], expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+
+
+def test_a_mirror_negates_the_odd_horizontal_frequencies_of_the_mirrored_crop():
+    from simages_core import identity
+
+    grid = _grid()
+    low, of_mirror = identity._low_frequencies(grid), identity._low_frequencies(grid[:, ::-1])
+    sign = np.array([1.0, -1.0] * 4)  # (-1)^v along the horizontal frequency v
+    for index in range(len(CROPS)):
+        np.testing.assert_allclose(of_mirror[index], low[_mirror_crop(index)] * sign, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_the_mirrored_hashes_are_the_hashes_of_the_real_mirror(name):
+    photo = _photo(name)
+    upright, mirrored = fingerprint_image(photo).parts()
+    of_mirror, of_mirror_mirrored = fingerprint_image(ImageOps.mirror(photo)).parts()
+    # Pillow's area averaging of a flipped image is the flip of its averaging up to rounding.
+    for index in range(len(CROPS)):
+        assert (of_mirror[index] ^ mirrored[_mirror_crop(index)]).bit_count() <= 2
+        assert (of_mirror_mirrored[index] ^ upright[_mirror_crop(index)]).bit_count() <= 2
+
+
+def test_whole_image_hash_agrees_with_imagehash_phash_on_real_photos():
+    """ImageHash (a dev dependency) is the reference pHash; ours resamples differently, so a few bits."""
+    import imagehash
+
+    apart = {}
+    for name in REFERENCE_PHOTOS:
+        photo = _photo(name)
+        upright, mirrored = fingerprint_image(photo).parts()
+        apart[name] = (
+            (upright[0] ^ int(str(imagehash.phash(photo)), 16)).bit_count(),
+            (mirrored[0] ^ int(str(imagehash.phash(ImageOps.mirror(photo))), 16)).bit_count(),
+        )
+    assert max(max(bits) for bits in apart.values()) <= 6, apart  # the copy threshold is 12
+    assert sum(sum(bits) for bits in apart.values()) <= 2 * len(REFERENCE_PHOTOS), apart
 
 
 # --- the stored form ---------------------------------------------------------------------------
