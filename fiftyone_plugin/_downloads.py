@@ -29,6 +29,8 @@ from simages_core.fetch import (
     FetchTooLarge,
 )
 
+_EXIF_ORIENTATION = 0x0112
+
 _EXTENSIONS = {
     "image/jpeg": ".jpg",
     "image/jpg": ".jpg",
@@ -92,7 +94,8 @@ class DownloadJob:
 
 @dataclass(frozen=True)
 class DownloadOutcome:
-    """A finished job: ``path`` and the image's size on success, ``error`` otherwise."""
+    """A finished job: ``path`` and the image's upright size (EXIF orientation applied) on success,
+    ``error`` otherwise."""
 
     job: DownloadJob
     path: Path | None = None
@@ -217,10 +220,27 @@ def place_new(tmp: Path, folder: Path, stem: str, ext: str) -> Path:
 
 
 def _probe(path: Path) -> tuple[int, int, str]:
-    """Width, height and format from the file's header; a body that is no image is an error."""
+    """Upright width, height and format from the file's header; a body that is no image is an error.
+
+    The size is after EXIF orientation (5 to 8 swap the axes), as the core's encoder, the server's
+    index and a browser (the FiftyOne App) all see the image: the API's boxes and the sample's
+    metadata then describe the same upright image.
+    """
     try:
         with Image.open(path) as img:
             img.verify()
-            return int(img.width), int(img.height), str(img.format or "")
+        with Image.open(path) as img:  # verify() spends the image; reading EXIF first upsets it (PNG)
+            orientation = _orientation(img)
+            width, height, fmt = int(img.width), int(img.height), str(img.format or "")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DownloadError(f"not a decodable image ({type(exc).__name__})") from None
+    return (height, width, fmt) if orientation in (5, 6, 7, 8) else (width, height, fmt)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 when absent); broken EXIF data is no orientation, not a failed download."""
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # Pillow's EXIF parser raises struct and key errors on damaged blocks
+        return 1
+    return value if isinstance(value, int) else 1

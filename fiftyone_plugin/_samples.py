@@ -52,7 +52,7 @@ def to_detections(
 
     Boxes refer to the size the API reports (``image.width``/``height``); when the downloaded
     file has another size (a resized copy), they are scaled to it first. Boxes with no area
-    after clamping are dropped.
+    after clamping are dropped. ``yolo_class_id`` is the detector's class index (``COCO_CLASSES``).
     """
     ref_w, ref_h = image.width or width, image.height or height
     sx, sy = width / ref_w, height / ref_h
@@ -67,7 +67,9 @@ def to_detections(
                 label=det.name,
                 bounding_box=list(rel),
                 confidence=float(det.score),
-                category_id=int(det.category_id),
+                # Not ``category_id``: FiftyOne's COCO exporter passes a label's attributes as keyword
+                # arguments beside its own ``category_id`` and fails on a second one.
+                yolo_class_id=int(det.category_id),
             )
         )
     return fol.Detections(detections=detections)

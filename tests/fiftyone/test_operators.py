@@ -98,7 +98,7 @@ def test_import_selected_samples_with_labels_matches_coco_boxes(api_env, make_da
         for (_, gb), (_, wb) in zip(got, want, strict=True):
             assert gb == pytest.approx(wb, abs=2e-3)
         for d in sample.detections.detections:
-            assert 0 < d.confidence <= 1 and isinstance(d.category_id, int)
+            assert 0 < d.confidence <= 1 and isinstance(d.yolo_class_id, int)
     ranks = sorted(imported.values("simages_rank"))
     assert ranks == list(range(1, len(ranks) + 1))
 

@@ -141,7 +141,7 @@ def test_to_detections_relative_boxes_filter_and_rescale():
     labels = to_detections(image, 451, 300)
     assert [d.label for d in labels.detections] == ["cat", "dog"]
     assert labels.detections[0].bounding_box == pytest.approx([0, 0, 410 / 451, 1.0], abs=1e-6)
-    assert labels.detections[0].confidence == 0.9 and labels.detections[0].category_id == 15
+    assert labels.detections[0].confidence == 0.9 and labels.detections[0].yolo_class_id == 15
     kept = to_detections(image, 451, 300, ClassFilter(frozenset({"cat", "dog"}), 0.5))
     assert [d.label for d in kept.detections] == ["cat"]
     half = to_detections(image, 225, 150)  # a file at half the reported size: same relative box
