@@ -324,7 +324,7 @@ class ExpandRun:
         }
         return ExpandReport(
             project_id=self.project_id,
-            source_tasks=len(self.scan.sources) + len(self.scan.resumed),
+            source_tasks=len(self.scan.sources) + len(self.scan.resumed) + self.scan.searched_before,
             added=len(importer.new_task_ids),
             skipped_existing=self.skipped,
             new_task_ids=tuple(importer.new_task_ids),

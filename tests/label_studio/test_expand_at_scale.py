@@ -127,11 +127,12 @@ def test_max_requests_sends_exactly_n_and_a_second_run_continues(api, label_stud
     assert first.remaining == SOURCES - 4 and first.chunks == len(first.landed) > 0
     assert len(made_by_expand(label_studio, project_id)) == first.added
 
-    # Run again: the sources expanded by the first run are not searched again.
+    # Run again: the sources searched by the first run are not searched again, whatever they added.
     before = searches(api)
     second = expand_project(project_id, per_task=8, settings=settings)
     assert second.resumed == len(first.landed) and second.stopped is None and second.remaining == 0
-    assert searches(api) - before == second.requests == SOURCES - len(first.landed)
+    assert second.searched_before == 4 - len(first.landed) and second.source_tasks == SOURCES
+    assert searches(api) - before == second.requests == SOURCES - 4
     ids = [t.data["simages_id"] for t in made_by_expand(label_studio, project_id)]
     assert len(ids) == len(set(ids)) == first.added + second.added
 
@@ -169,7 +170,12 @@ def test_an_interrupted_run_run_again_adds_every_item_exactly_once(api, label_st
 
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert f"{SOURCES} source tasks" in again.stdout
+    # Every source task is accounted for: searched now, or expanded or searched by the interrupted run.
+    line = re.search(
+        r"searched (\d+) of (\d+) source tasks.*\n.*; (\d+) source tasks expanded and (\d+) searched",
+        again.stdout,
+    )
+    assert line and line[1] == line[2] and int(line[2]) + int(line[3]) + int(line[4]) == SOURCES, again.stdout
     final = outcome(label_studio, resumed)
     assert final == outcome(label_studio, whole)  # every expected item, exactly once
     assert set(partial) <= set(final)

@@ -189,8 +189,9 @@ def test_no_screen_copies_restores_id_and_url_dedup_only(api, label_studio, loca
     thumbnails_before = requests_for(api, "/thumbnails/")
     args = ("--per-task", str(PER_TASK), "--no-screen-copies", "--json")
     run = cli(project_id, api, label_studio, tmp_path / "home", *args)
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 3, run.stderr  # the broken task's search fails: exit 3, the others went through
     report = json.loads(run.stdout)
+    assert list(report["failed_tasks"]) == [str(tasks["broken"])]
     assert report["copy_threshold"] is None and report["skipped_copies"] == 0 and report["copies"] == []
     assert report["task_images_fingerprinted"] == 0 and report["task_images_unreadable"] == {}
     added = new_tasks(label_studio, project_id)
