@@ -22,6 +22,10 @@ def test_plugin_version_is_the_distribution_version():
 def test_every_operator_class_is_listed():
     registered = sorted(
         cls().config.name
-        for cls in (simages_fiftyone.FindSimilar, simages_fiftyone.ImportSimilar, simages_fiftyone.ExpandDataset)
+        for cls in (
+            simages_fiftyone.FindSimilar,
+            simages_fiftyone.ImportSimilar,
+            simages_fiftyone.ExpandDataset,
+        )
     )
     assert sorted(manifest()["operators"]) == registered
