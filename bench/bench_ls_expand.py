@@ -68,8 +68,8 @@ def make_project(ls_url: str, server_url: str, ids: list[str], count: int, title
     return int(project.id)
 
 
-def import_floor(ls_url: str, project_id: int, chunk_size: int = 200) -> tuple[float, int]:
-    """(seconds, tasks) for Label Studio to import the tasks ``expand`` made in ``project_id``, as they are."""
+def import_floor(ls_url: str, project_id: int, chunk_size: int = 200) -> tuple[float, int, int]:
+    """(seconds, tasks, predictions) for Label Studio to import the tasks ``expand`` made in ``project_id``."""
     from label_studio_sdk import LabelStudio
 
     ls = LabelStudio(base_url=ls_url, api_key=TOKEN)
@@ -88,7 +88,8 @@ def import_floor(ls_url: str, project_id: int, chunk_size: int = 200) -> tuple[f
     started = time.perf_counter()
     for start in range(0, len(made), chunk_size):
         ls.projects.import_tasks(id=floor.id, request=made[start : start + chunk_size])
-    return time.perf_counter() - started, len(made)
+    seconds = time.perf_counter() - started
+    return seconds, len(made), sum(len(task["predictions"]) for task in made)
 
 
 class PredictionView:
@@ -191,7 +192,7 @@ def main() -> int:
             small_wall, small_rss, small = run_expand(small_id, env)
             off_wall, off_rss, off = run_expand(off_id, env, "--no-screen-copies")
             wall, rss, report = run_expand(on_id, env)
-            floor, floor_tasks = import_floor(label_studio.url, on_id)
+            floor, floor_tasks, floor_predictions = import_floor(label_studio.url, on_id)
 
     # The run's own time (listing, searches, imports), from its report; the process's wall time adds a
     # constant ~2 s of interpreter and label-studio-sdk start-up, printed apart.
@@ -212,7 +213,7 @@ def main() -> int:
     )
     print(
         f"search ideal ({args.workers} workers): {search_ideal:.2f}s; import floor: Label Studio imports the "
-        f"{floor_tasks} tasks (with predictions) the screened run made in {floor:.2f}s "
+        f"{floor_tasks} tasks ({floor_predictions} predictions) the screened run made in {floor:.2f}s "
         f"({floor_per_task * 1000:.1f} ms per task), sequential chunks of 200"
     )
     for name, r, w in (("unscreened", off, off_wall), ("screened", report, wall)):
