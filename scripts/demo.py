@@ -213,7 +213,10 @@ def label_studio_job(
             ls.projects.update(id=project.id, model_version=versions.pop())
         settings = BackendSettings(**env)  # type: ignore[arg-type]
         report = expand_project(project.id, per_task=2, settings=settings)
-        print(f"  expand: {report.added} new pre-labelled tasks, {report.skipped_existing} already present")
+        print(
+            f"  expand: {report.added} new pre-labelled tasks, {report.skipped_existing} already present, "
+            f"{report.skipped_copies} skipped as copies of the project's images"
+        )
         again = expand_project(project.id, per_task=2, settings=settings)
         print(f"  expand again: {again.added} new tasks (no duplicates)")
     if keep is None:

@@ -43,5 +43,7 @@ def test_demo_runs_every_step(tmp_path):
     assert "Retrieve predictions: Retrieved 5 predictions" in out
     assert "coffee_cropped.jpg: boxes ['Mug', 'Spoon'], choices ['Coffee'], score 1.0" in out
     assert "brick.jpg: boxes [], choices [], score 0.0" in out
+    expanded = re.search(r"expand: (\d+) new pre-labelled tasks, 0 already present, (\d+) skipped as copies", out)
+    assert expanded and int(expanded[1]) >= 1 and int(expanded[2]) >= 4, out  # the tasks' own variants are copies
     assert "expand again: 0 new tasks (no duplicates)" in out
     assert "demo-key" not in out + run.stderr  # the API key is never printed
