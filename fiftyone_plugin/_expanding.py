@@ -145,7 +145,7 @@ def iter_expand(
     fetcher = Fetcher(
         options.policy.fetch_policy(), pool_size=max(options.policy.max_workers, 1) + thumbnail_fetches
     )
-    thumbnails = ThumbnailPrints(fetcher, params.max_workers) if options.screen_copies else None
+    thumbnails = ThumbnailPrints(fetcher, thumbnail_fetches) if options.screen_copies else None
     screen: CopyScreen | None = None
     target_prints = TargetFingerprints(CopyIndex(options.copy_threshold))
 

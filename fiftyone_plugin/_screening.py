@@ -185,8 +185,9 @@ class ThumbnailPrints:
 
     ``start`` is called when a search finishes (a future's callback), so the thumbnails of one batch
     are fetched while the rest of it is still searching, on the run's shared ``Fetcher``; ``take``
-    waits for one image's fingerprint when the batch is screened. One task per answer, each fetching
-    that answer's thumbnails concurrently (``fingerprint_results``).
+    waits for one image's fingerprint when the batch is screened. One task per
+    thumbnail on the pool (one image per task, so the pool's size is the number of thumbnails in
+    flight, and a thumbnail starts as soon as its search answers rather than behind its answer's others).
     """
 
     def __init__(self, fetcher: Fetcher, workers: int) -> None:
@@ -198,12 +199,11 @@ class ThumbnailPrints:
 
     def start(self, images: Sequence[SimilarImage]) -> None:
         with self._lock:
-            todo = [image for image in images if image.id not in self._pending]
-            if not todo:
-                return
-            future = self._pool.submit(thumbnail_fingerprints, todo, self._fetcher, self._cache, len(todo))
-            for image in todo:
-                self._pending[image.id] = future
+            for image in images:
+                if image.id not in self._pending:
+                    self._pending[image.id] = self._pool.submit(
+                        thumbnail_fingerprints, [image], self._fetcher, self._cache, 1
+                    )
 
     def take(self, image_id: str) -> Fingerprint | None:
         """The image's thumbnail fingerprint (waiting for it), or ``None`` if it has none."""

@@ -53,13 +53,19 @@ def fingerprint_results(
             logger.debug("no fingerprint for %s: %s", redact_url(url), exc)
             return None
 
-    if missing:
+    def record(computed: Iterable[Fingerprint | None]) -> None:
+        for (image_id, url), fp in zip(missing.items(), computed, strict=True):
+            if fp is not None:
+                found[image_id] = fp
+                if cache is not None:
+                    cache.put(url, fp)
+
+    if len(missing) == 1 or (missing and max_workers <= 1):
+        # Callers that keep their own pool ask for one image at a time: no pool of our own for it.
+        record(one(url) for url in missing.values())
+    elif missing:
         with ThreadPoolExecutor(min(max_workers, len(missing)), thread_name_prefix="fingerprint") as pool:
-            for (image_id, url), fp in zip(missing.items(), pool.map(one, missing.values()), strict=True):
-                if fp is not None:
-                    found[image_id] = fp
-                    if cache is not None:
-                        cache.put(url, fp)
+            record(pool.map(one, missing.values()))
     return found
 
 
