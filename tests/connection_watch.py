@@ -3,13 +3,14 @@
 While armed, a connect to anything but loopback raises before the packet is sent (the network
 rule: tests reach loopback only), and the log lets a test assert that a refusal made no
 connection, and no name lookup, at all. Shared by the core's fetch tests and the backend's.
+``stub_resolver`` maps test host names to the addresses a guard must refuse, so no lookup is real.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,3 +57,14 @@ def watching_connections() -> Iterator[ConnectLog]:
         yield _LOG
     finally:
         _LOG.armed = False
+
+
+def stub_resolver(table: dict[str, list[str]]) -> Callable[[str, int], list[str]]:
+    """A resolver for ``FetchPolicy(resolver=...)`` that knows only ``table``'s names."""
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host not in table:
+            raise OSError(f"stub resolver does not know {host}")
+        return table[host]
+
+    return resolve

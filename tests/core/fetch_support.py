@@ -11,13 +11,13 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from connection_watch import ConnectLog, watching_connections
+from connection_watch import ConnectLog, stub_resolver, watching_connections
 
 from simages_core.fetch import FetchPolicy
 
@@ -29,15 +29,6 @@ JPEG = b"\xff\xd8\xff\xe0" + b"0123456789" * 100
 def watch_connections() -> Iterator[ConnectLog]:
     with watching_connections() as log:
         yield log
-
-
-def stub_resolver(table: dict[str, list[str]]) -> Callable[[str, int], list[str]]:
-    def resolve(host: str, port: int) -> list[str]:
-        if host not in table:
-            raise OSError(f"stub resolver does not know {host}")
-        return table[host]
-
-    return resolve
 
 
 def never_resolve(host: str, port: int) -> list[str]:

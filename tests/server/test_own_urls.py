@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from connection_watch import stub_resolver as resolver_for
 from connection_watch import watching_connections
 from werkzeug.test import Client
 
@@ -102,10 +103,7 @@ STUB_ADDRESSES = {
 }
 
 
-def stub_resolver(host: str, port: int) -> list[str]:
-    if host not in STUB_ADDRESSES:
-        raise OSError(f"stub resolver does not know {host}")
-    return STUB_ADDRESSES[host]
+stub_resolver = resolver_for(STUB_ADDRESSES)
 
 
 @pytest.fixture
