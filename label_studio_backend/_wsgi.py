@@ -28,7 +28,9 @@ from . import __version__
 from .context import AccountError, BackendContext
 from .model import SimilarImagesBackend
 from .settings import BackendSettings
-from .wire import MAX_BODY_BYTES, PredictRequest, SetupRequest, WebhookEvent, parse_json
+from .webhook import handle_webhook
+from .webhook_events import WebhookEvent
+from .wire import MAX_BODY_BYTES, PredictRequest, SetupRequest, parse_json
 
 logger = logging.getLogger("simages_label_studio")
 
@@ -115,7 +117,8 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
     def setup() -> Any:
         body = SetupRequest.from_json(_body())
         model = models.get(body.schema, "schema")
-        answer: dict[str, Any] = {"model_version": model.model_version}
+        # With the project's learned generation: a new one makes "Retrieve predictions" predict again.
+        answer: dict[str, Any] = {"model_version": model.version_for(body.project)}
         if model.schema.problems:
             answer["warnings"] = list(model.schema.problems)
         return jsonify(answer)
@@ -125,7 +128,7 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
         body = PredictRequest.from_json(_body())
         model = models.get(body.label_config, "label_config")
         try:
-            results = model.predict(body.tasks)
+            results = model.predict(body.tasks, project=body.project)
         except AccountError as exc:
             # Once per batch, with the API's own message: nothing else can succeed until it is fixed.
             logger.error("the Similar Images API refused the batch of %d tasks: %s", len(body.tasks), exc)
@@ -144,10 +147,13 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
 
     @app.post("/webhook")
     def webhook() -> Any:
-        # Label Studio sends annotation events here; this backend does not train, so it only acknowledges.
+        # Label Studio registers this URL when the model is connected and sends every event of the
+        # project here; annotations teach the backend the project's labels (webhook.py).
         event = WebhookEvent.from_json(_body())
-        logger.debug("webhook %s ignored: this backend does not train", event.action)
-        return jsonify({"status": "ignored", "reason": "this backend does not train"}), 200
+        answer, status = handle_webhook(
+            event, lambda config: models.get(config, "project.label_config").schema, context
+        )
+        return jsonify(answer), status
 
     @app.route("/versions", methods=["GET", "POST"])
     def versions() -> Any:

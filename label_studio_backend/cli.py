@@ -1,6 +1,7 @@
 """``simages-ls``: serve the ML backend, or expand a project with similar images.
 
     simages-ls serve [--host 127.0.0.1] [--port 9090] [--threads 8]
+    simages-ls labels --project 1 [--json]
     simages-ls expand --project 1 [--tasks 1,2,3] [--per-task 5] [--min-score 0.5]
                       [--max-requests N] [--chunk-size 200] [--copy-threshold BITS | --no-screen-copies]
                       [--dry-run] [--no-progress] [--json]
@@ -57,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, default=9090, help="port (default 9090, the ML-backend convention)"
     )
     serve.add_argument("--threads", type=int, default=8, help="concurrent requests served (default 8)")
+    labels = sub.add_parser(
+        "labels",
+        help="print what annotators taught the backend about a project's labels (read from its store)",
+    )
+    labels.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    labels.add_argument("--json", action="store_true", help="print the evidence counts as JSON")
     expand = sub.add_parser(
         "expand",
         help="import images similar to a project's tasks as new pre-labelled tasks",
@@ -133,6 +140,7 @@ def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
 
     try:
         app = create_app(settings)
+        app.config["SIMAGES_CONTEXT"].learned_store()  # opened now: a Redis that does not answer stops here
     except SharedStoreUnavailable as exc:  # SIMAGES_CACHE_URL names a Redis that does not answer
         print(redactor_for(settings)(f"simages-ls: {exc}"), file=sys.stderr)
         return 2
@@ -319,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "serve":
         return _serve(args, settings)
+    if args.command == "labels":
+        from .learned_report import print_learned
+
+        return print_learned(args.project, settings, as_json=args.json)
     if not args.verbose:
         _quiet_libraries()
     return _expand(args, settings)

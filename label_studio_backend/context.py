@@ -7,6 +7,7 @@ label-studio-ml's ``LabelStudioMLBase`` (and with it Flask, redis and rq).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from simages_core import (
 from . import __version__
 from .label_config import ProjectSchema
 from .label_warning import UnlabelledAnswerWarning
+from .learned_labels import NOTHING_LEARNED, Evidence
+from .learned_store import LearnedStore, LearnedStoreError, open_learned_store
 from .predictions import Thresholds
 from .settings import BackendSettings
 from .task_images import TaskImageResolver
@@ -100,10 +103,30 @@ def redactor_for(settings: BackendSettings) -> Redactor:
     return Redactor(secrets)
 
 
-def model_version_for(schema: ProjectSchema, api_url: str) -> str:
-    """Names the API, the label set and the backend version, e.g. ``simages.info/coco_yolov7/labels-1a2b3c4d/backend-0.1.0``."""
+def model_version_for(schema: ProjectSchema, api_url: str, learned: Evidence | None = None) -> str:
+    """Names the API, the label set, the backend version and the learned state, if any.
+
+    ``simages.info/coco_yolov7/labels-1a2b3c4d/backend-0.1.0``, and once a project has taught the
+    backend something ``.../learned-3``: the generation moves on START_TRAINING and every
+    ``SIMAGES_LEARN_EVERY`` new annotations, not at each one (Label Studio's version list stays short).
+    """
     host = urlsplit(public_url(api_url)).netloc or public_url(api_url)
-    return f"{host}/coco_yolov7/labels-{schema.digest()}/backend-{__version__}"
+    version = f"{host}/coco_yolov7/labels-{schema.digest()}/backend-{__version__}"
+    if learned is not None and (learned.annotations or learned.generation):
+        version += f"/learned-{learned.generation}"
+    return version
+
+
+def project_id(value: object) -> int | None:
+    """A project id from what Label Studio sends: ``7``, ``"7"`` or ``/predict``'s ``"7.1712345678"``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str):
+        head = value.strip().split(".", 1)[0]
+        return int(head) if head.isdigit() and int(head) > 0 else None
+    return None
 
 
 @dataclass
@@ -122,6 +145,10 @@ class BackendContext:
     thresholds: Thresholds = field(init=False)
     redact: Redactor = field(init=False)
     unlabelled_answers: UnlabelledAnswerWarning = field(init=False)
+    learned: LearnedStore | None = None
+    """Opened at the first use (``learned_store()``): ``expand`` never needs it."""
+    _learned_warned: bool = field(default=False, init=False, repr=False)
+    _learned_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -156,6 +183,25 @@ class BackendContext:
         """The API's URL without credentials: for ``/health``, logs and ``model_version``."""
         return public_url(self.client.base_url)
 
+    def learned_store(self) -> LearnedStore:
+        """The learned-labels store (Redis with ``SIMAGES_CACHE_URL``, else under ``SIMAGES_HOME``)."""
+        with self._learned_lock:
+            if self.learned is None:
+                self.learned = open_learned_store(self.settings.simages_home, self.settings.learn_every)
+            return self.learned
+
+    def evidence(self, project: int | None) -> Evidence:
+        """What a project taught; nothing when it is unknown or the store fails (one WARNING, then DEBUG)."""
+        if project is None:
+            return NOTHING_LEARNED
+        try:
+            return self.learned_store().evidence(project)
+        except LearnedStoreError as exc:
+            level = logging.DEBUG if self._learned_warned else logging.WARNING
+            self._learned_warned = True
+            logger.log(level, "predicting without learned labels: %s", self.redact(str(exc)))
+            return NOTHING_LEARNED
+
     def submit_search(self, query: Query) -> Future[BatchItem]:
         return self.executor.submit(self.client.run_query, query)
 
@@ -167,3 +213,5 @@ class BackendContext:
         self.executor.shutdown(wait=False, cancel_futures=True)  # running work ends within its deadline
         self.resolver.close()
         self.client.close()
+        if self.learned is not None:
+            self.learned.close()

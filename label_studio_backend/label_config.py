@@ -42,6 +42,8 @@ class LabelControl:
     """COCO class name -> the project label it predicts."""
     multiple: bool = False
     """For Choices: ``choice="multiple"``."""
+    labels: tuple[str, ...] = ()
+    """Every ``<Label>``/``<Choice>`` value, in config order: what learned labels may predict."""
 
     def label_for(self, coco_class: str) -> str | None:
         return self.class_to_label.get(coco_class.lower())
@@ -141,10 +143,14 @@ def parse_label_config(label_config: str, env_map: dict[str, list[str]] | None =
                 continue
             mapping = _class_mapping(control, env_map, problems)
             if not mapping:
-                problems.append(f"{control.tag} {control.name!r}: none of its labels maps to a COCO class")
-                continue
+                # Kept: its labels are predicted once annotators have taught them (learned_labels.py).
+                problems.append(
+                    f"{control.tag} {control.name!r}: none of its labels maps to a COCO class; it is predicted "
+                    "only from what annotators teach the backend"
+                )
             multiple = (control.attr or {}).get("choice", "single") == "multiple"
-            entry = LabelControl(kind, control.name, to_name, MappingProxyType(mapping), multiple)
+            labels = tuple(str(label) for label in control.labels or ())
+            entry = LabelControl(kind, control.name, to_name, MappingProxyType(mapping), multiple, labels)
             by_image[to_name]["rect" if kind == "rectanglelabels" else "choices"].append(entry)
 
     targets = []

@@ -26,16 +26,12 @@ from .context import (
     AccountError,
     BackendContext,
     model_version_for,
+    project_id,
     raise_if_account_error,
 )
 from .label_config import ImageTarget, parse_label_config
-from .predictions import (
-    choices_region,
-    near_duplicate,
-    prediction,
-    rectangle_regions,
-    vote_choices,
-)
+from .learned_labels import Evidence
+from .predictions import answer_target, prediction
 from .task_images import TaskImage, TaskImageError, image_ref
 
 logger = logging.getLogger("simages_label_studio")
@@ -103,19 +99,36 @@ class SimilarImagesBackend(LabelStudioMLBase):
         for problem in self.schema.problems:
             logger.warning("label config: %s", problem)
 
-    def predict(self, tasks: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
-        """One entry per task, in order: a prediction, or ``{"error": ...}`` when that task failed."""
+    def version_for(self, project: object) -> str:
+        """The ``model_version`` of this config for a project: with its learned generation, if any."""
+        return model_version_for(
+            self.schema, self.context.client.base_url, self.context.evidence(project_id(project))
+        )
+
+    def predict(
+        self, tasks: list[dict[str, Any]], project: object = None, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        """One entry per task, in order: a prediction, or ``{"error": ...}`` when that task failed.
+
+        ``project`` (``/predict``'s ``"7.1712345678"``, else the tasks' own ``project``) picks the
+        learned labels used where no explicit mapping decides.
+        """
+        if project is None and tasks:
+            project = tasks[0].get("project")
+        learned = self.context.evidence(project_id(project)) if self.schema.servable else None
+        version = model_version_for(self.schema, self.context.client.base_url, learned)
         if not self.schema.servable:
             logger.warning(
                 "label config cannot be served (%s): empty predictions", "; ".join(self.schema.problems)
             )
-            return [prediction([], self.model_version) for _ in tasks]
+            return [prediction([], version) for _ in tasks]
         jobs = [_Job(task, target) for task in tasks for target in self.schema.targets]
         self._run(jobs)
         by_task: dict[int, list[_Job]] = {}
         for job in jobs:
             by_task.setdefault(id(job.task), []).append(job)
-        return [self._task_prediction(by_task[id(task)]) for task in tasks]
+        assert learned is not None
+        return [self._task_prediction(by_task[id(task)], learned, version) for task in tasks]
 
     # --- stages --------------------------------------------------------------
 
@@ -210,7 +223,7 @@ class SimilarImagesBackend(LabelStudioMLBase):
         for message, count in counts.items():
             logger.warning("%d of %d queries failed: %s", count, len(jobs), self.context.redact(message))
 
-    def _task_prediction(self, jobs: list[_Job]) -> dict[str, Any]:
+    def _task_prediction(self, jobs: list[_Job], learned: Evidence, version: str) -> dict[str, Any]:
         failed = next((job.error for job in jobs if job.error is not None), None)
         if failed is not None:
             # No "result" key: Label Studio skips this task and keeps the others' predictions.
@@ -218,18 +231,13 @@ class SimilarImagesBackend(LabelStudioMLBase):
             # internal address answered. The log has the detail.
             reason = failed.public_message if isinstance(failed, TaskImageError) else str(failed)
             message = self.context.redact(f"task {jobs[0].task.get('id')}: {reason}")
-            return {"error": message, "model_version": self.model_version}
-        thresholds = self.context.thresholds
+            return {"error": message, "model_version": version}
         regions: list[dict[str, Any]] = []
+        certainties: list[float] = []
         for job in jobs:
             assert job.result is not None
-            if job.target.rectangles and isinstance(job.size, tuple):
-                match = near_duplicate(job.result, job.size, thresholds)
-                if match is not None:
-                    for control in job.target.rectangles:
-                        regions += rectangle_regions(control, match, job.size, thresholds.min_detection_score)
-            for control in job.target.choices:
-                region = choices_region(control, vote_choices(control, job.result.images, thresholds))
-                if region is not None:
-                    regions.append(region)
-        return prediction(regions, self.model_version)
+            size = job.size if isinstance(job.size, tuple) else None
+            found, sure = answer_target(job.target, job.result, size, learned, self.context.thresholds)
+            regions += found
+            certainties += sure
+        return prediction(regions, version, certainties)

@@ -48,6 +48,11 @@ class BackendSettings(BaseSettings):
     """A choice is predicted when its similarity-weighted vote share reaches this."""
     max_workers: int = Field(16, ge=1, le=64, validation_alias="SIMAGES_MAX_WORKERS")
     cache: bool = Field(True, validation_alias="SIMAGES_CACHE")
+    learn_every: int = Field(20, ge=1, le=100_000, validation_alias="SIMAGES_LEARN_EVERY")
+    """A project's learned labels get a new ``model_version`` after this many new annotations (and on
+    START_TRAINING), not at every annotation: Label Studio's version picker stays readable."""
+    learn_min_iou: float = Field(0.5, gt=0.0, le=1.0, validation_alias="SIMAGES_LEARN_MIN_IOU")
+    """An annotator's box teaches the class of the near-duplicate's detection it overlaps at least this much."""
     # NoDecode: our validator parses the JSON, so its error names the variable and the problem.
     label_map: Annotated[dict[str, list[str]], NoDecode] = Field(
         default_factory=dict, validation_alias="SIMAGES_LABEL_MAP"

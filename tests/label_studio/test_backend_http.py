@@ -163,11 +163,16 @@ def test_malformed_requests_get_400(backend, path, body, message):
     assert requests.get(f"{backend.url}/health", timeout=5).ok
 
 
-def test_webhook_is_acknowledged_without_training(backend):
+def test_webhook_acknowledges_events_it_does_not_learn_from_and_refuses_broken_ones(backend):
+    # Learning from annotations: tests/label_studio/test_learning*.py.
     response = requests.post(
-        f"{backend.url}/webhook", json={"action": "ANNOTATION_CREATED", "project": {}}, timeout=5
+        f"{backend.url}/webhook", json={"action": "PROJECT_UPDATED", "project": {}}, timeout=5
     )
     assert response.status_code == 200 and response.json()["status"] == "ignored"
+    broken = requests.post(
+        f"{backend.url}/webhook", json={"action": "ANNOTATION_CREATED", "project": {}}, timeout=5
+    )
+    assert broken.status_code == 400 and "'project.id' must be the project's id" in broken.json()["error"]
 
 
 def test_daily_limit_is_reported_once_with_the_api_message(local_api, tmp_path: Path):

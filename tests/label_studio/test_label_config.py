@@ -85,8 +85,6 @@ def test_predicted_values_naming_unknown_classes_are_reported():
          "has no <Image> tag"),
         ("<View><Image name='i' value='$image'/><PolygonLabels name='p' toName='i'><Label value='cat'/></PolygonLabels></View>",
          "PolygonLabels 'p' is not served"),
-        ("<View><Image name='i' value='$image'/><RectangleLabels name='r' toName='i'><Label value='Pothole'/></RectangleLabels></View>",
-         "none of its labels maps to a COCO class"),
         ("<View", "cannot be parsed"),
     ],
 )  # fmt: skip
