@@ -17,6 +17,7 @@ from simages_core.identity import COPY_DISTANCE
 
 from ._expanding import ExpandPlan
 from ._importing import default_media_dir
+from ._label_queries import find_detections, label_ids_from_selection
 from ._params import (
     SOURCE_LABELS,
     CopyOptions,
@@ -53,6 +54,9 @@ def check_key(ctx: Any) -> None:
 
 
 def default_source(ctx: Any) -> str:
+    # Selected detections are the most specific choice (the modal's sample is open around them).
+    if ctx.selected_labels:
+        return "selected_labels"
     if ctx.current_sample:
         return "current_sample"
     if ctx.selected:
@@ -64,11 +68,15 @@ def params_from_ctx(ctx: Any, default_labels: bool) -> SearchParams:
     """Validate the form's query inputs against the App context (raises ``ParamError``).
 
     For the sample sources the samples' files are planned too, so the form reports a
-    sample without a file (or a bad ``num_similar``) before anything runs.
+    sample without a file (or a bad ``num_similar``) before anything runs; selected labels are
+    looked up (each must be a detection of this dataset with a file), their boxes cut only when run.
     """
     p = ctx.params
     source = p.get("source") or default_source(ctx)
     sample_ids: list[str] = []
+    label_ids, label_samples = (
+        label_ids_from_selection(ctx.selected_labels) if source == "selected_labels" else ([], [])
+    )
     if source == "selected":
         sample_ids = list(ctx.selected or [])
     elif source == "current_sample" and ctx.current_sample:
@@ -86,11 +94,15 @@ def params_from_ctx(ctx: Any, default_labels: bool) -> SearchParams:
         image=image,
         image_name=image_name,
         sample_ids=sample_ids,
+        label_ids=label_ids,
+        label_samples=label_samples,
         num_similar=p.get("num_similar", 10),
         labels=bool(p.get("labels", default_labels)),
     )
     if params.sample_ids:
         plan_queries(ctx.view, params)
+    if params.label_ids:
+        find_detections(ctx.view._dataset, params.label_ids, params.label_samples)
     return params
 
 
@@ -134,13 +146,22 @@ def query_inputs(ctx: Any, inputs: types.Object, default_labels: bool) -> dict[s
     """The query part of both forms; returns the properties by name so errors can be attached."""
     props: dict[str, types.Property] = {}
     radio = types.RadioGroup()
+    counts = {"selected": len(ctx.selected or []), "selected_labels": len(ctx.selected_labels or [])}
     for source, label in SOURCE_LABELS.items():
         # Every source is offered; choosing one that the App context lacks explains what to do.
-        n = len(ctx.selected or [])
-        radio.add_choice(source, label=f"{label} ({n})" if source == "selected" else label)
+        radio.add_choice(source, label=f"{label} ({counts[source]})" if source in counts else label)
     default = default_source(ctx)
     props["source"] = inputs.enum("source", radio.values(), default=default, label="Search with", view=radio)
     source = ctx.params.get("source") or default
+    if source == "selected_labels" and counts["selected_labels"]:
+        n = counts["selected_labels"]
+        inputs.view(
+            "selected_labels_notice",
+            types.Notice(
+                label=f"{n} selected detection{'s' if n != 1 else ''} as quer{'ies' if n != 1 else 'y'}: "
+                "each box is cut from its sample's image and searched"
+            ),
+        )
     if source == "text":
         props["text"] = inputs.str(
             "text", required=True, label="Text prompt", description="e.g. 'a cat on a sofa'"

@@ -133,7 +133,8 @@ def iter_import(
         fingerprints_computed=target_prints.computed,
         unreadable_samples=target_prints.unreadable,
     )
-    result = replace(result, run_key=record_run(result, params, options))
+    regions = [label.region for label, _ in planned if label.region is not None]
+    result = replace(result, run_key=record_run(result, params, options, regions))
     yield Progress(1.0, result.summary())
     yield result
 

@@ -12,11 +12,41 @@ from simages_core import SimilarImage, redact_url
 
 
 @dataclass(frozen=True)
+class QueryRegion:
+    """A selected detection searched with (its box cropped from its sample's image), for provenance."""
+
+    sample_id: str
+    field: str
+    """The label field the detection is in (``ground_truth``, ``detections``...)."""
+    label_id: str
+    label: str | None
+    """The detection's class (``"cat"``), if it has one."""
+    bounding_box: tuple[float, float, float, float]
+    """FiftyOne's relative ``[x, y, width, height]`` on the upright image, as stored on the detection."""
+
+    def describe(self) -> str:
+        """``"detection 'cat' (<label id>, field ground_truth) of sample <id>"``, for galleries and errors."""
+        name = f" {self.label!r}" if self.label else ""
+        return f"detection{name} ({self.label_id}, field {self.field}) of sample {self.sample_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sample_id": self.sample_id,
+            "field": self.field,
+            "label_id": self.label_id,
+            "label": self.label,
+            "bounding_box": list(self.bounding_box),
+        }
+
+
+@dataclass(frozen=True)
 class QueryLabel:
-    """What a query was, as stored in ``simages_query``: ``sample:<id>``, ``url:<url>``, ``text:<t>``."""
+    """What a query was, as stored in ``simages_query``: ``sample:<id>``, ``url:<url>``, ``text:<t>``,
+    ``label:<label id>`` (a selected detection, whose ``region`` says where it is)."""
 
     kind: str
     value: str
+    region: QueryRegion | None = None
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.value}"

@@ -1,8 +1,9 @@
 """``ParamError`` and the names each caller knows an input by, in one place.
 
 A bad value is found once (``_params``, ``_search``, the core's ``Query``), and then named for
-whoever gave it: the App's form input (``upload``, ``selected``, with a hint saying what to do
-there) or the Python parameter (``image``, ``sample_ids``, with the reason alone). Validation
+whoever gave it: the App's form input (``upload``, ``selected``, ``selected_labels``, with a hint
+saying what to do there) or the Python parameter (``image``, ``sample_ids``, ``label_ids``, with the
+reason alone). Validation
 raises with the form's names; the Python entry points re-raise under theirs (``python_names``).
 """
 
@@ -27,7 +28,8 @@ PYTHON_NAMES = {
     "upload": "image",
     "selected": "sample_ids",
     "current_sample": "sample_ids",
-    "source": "text/url/image/sample_ids",
+    "selected_labels": "label_ids",
+    "source": "text/url/image/sample_ids/label_ids",
 }
 """Form input → the parameter of ``find_similar``/``import_similar``/``expand_dataset`` it stands
 for, where the two differ (every other input is a parameter of the same name)."""

@@ -16,24 +16,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from PIL import Image
+
 from simages_core import InvalidRequest, Query, encode_image
 from simages_core.identity import COPY_DISTANCE, check_threshold
 
 from ._downloads import DownloadPolicy
+from ._label_queries import check_label_ids
 from ._param_errors import ParamError, from_core
 
-SOURCES = ("selected", "current_sample", "url", "text", "upload")
-"""Where a query comes from: selected samples, the sample open in the modal, a URL, a text, a file."""
+SOURCES = ("selected", "selected_labels", "current_sample", "url", "text", "upload")
+"""Where a query comes from: selected samples, selected detections (each box cropped from its
+sample's image), the sample open in the modal, a URL, a text, a file."""
 
 SOURCE_LABELS = {
     "selected": "Selected samples",
+    "selected_labels": "Selected detections",
     "current_sample": "Sample in the modal",
     "url": "Image URL",
     "text": "Text prompt",
     "upload": "Uploaded image",
 }
 MAX_QUERY_SAMPLES = 100
-"""Selected samples per run: each is one API request (and one billed unit past the free tier)."""
+"""Selected samples per run (``MAX_QUERY_LABELS`` detections): each is one API request (and one billed unit past the free tier)."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,13 @@ class SearchParams:
     """Uploaded bytes, or the path of an image file (Python callers)."""
     image_name: str | None = None
     sample_ids: tuple[str, ...] = field(default_factory=tuple)
+    label_ids: tuple[str, ...] = field(default_factory=tuple)
+    """Detections whose boxes are the queries (``selected_labels``)."""
+    label_samples: tuple[str, ...] = field(default_factory=tuple)
+    """The samples holding them, when the App says so: the lookup then reads only those."""
 
-    def query(self, image: str | None = None) -> Query:
-        """The core query for this search; ``image`` is a sample's file for the sample sources."""
+    def query(self, image: str | Image.Image | None = None) -> Query:
+        """The core query for this search; ``image`` is a sample's file (or a crop) for the sample sources."""
         return core_query(
             self.source,
             text=self.text,
@@ -101,7 +110,7 @@ def core_query(
     *,
     text: str | None = None,
     url: str | None = None,
-    image: bytes | str | os.PathLike[str] | None = None,
+    image: bytes | str | os.PathLike[str] | Image.Image | None = None,
     num_similar: object = 10,
     labels: bool = False,
 ) -> Query:
@@ -134,6 +143,8 @@ def build_params(
     image: bytes | str | os.PathLike[str] | None = None,
     image_name: str | None = None,
     sample_ids: Sequence[str] | str | None = None,
+    label_ids: Sequence[str] | str | None = None,
+    label_samples: Sequence[str] = (),
     num_similar: object = 10,
     labels: bool = False,
 ) -> SearchParams:
@@ -143,14 +154,22 @@ def build_params(
     """
     if isinstance(sample_ids, str):
         sample_ids = [sample_ids]
+    if isinstance(label_ids, str):
+        label_ids = [label_ids]
     given = [
         name
-        for name, v in (("text", text), ("url", url), ("upload", image), ("selected", sample_ids))
+        for name, v in (
+            ("text", text),
+            ("url", url),
+            ("upload", image),
+            ("selected", sample_ids),
+            ("selected_labels", label_ids),
+        )
         if v is not None and v != [] and v != ()
     ]
     if source is None:
         if len(given) != 1:
-            raise ParamError("source", "give exactly one of text=, url=, image= or sample_ids=")
+            raise ParamError("source", "give exactly one of text=, url=, image=, sample_ids= or label_ids=")
         source = given[0]
     if source not in SOURCES:
         raise ParamError("source", f"unknown query source {source!r}; one of {', '.join(SOURCES)}")
@@ -172,6 +191,10 @@ def build_params(
             check_upload(image)
         name = image_name or (Path(image).name if isinstance(image, (str, os.PathLike)) else "upload")
         return SearchParams(source, q.num_similar, labels, image=image, image_name=name)
+    if source == "selected_labels":
+        ids = check_label_ids(label_ids)
+        q = core_query(source, text=source, num_similar=num_similar, labels=labels)  # (as for samples, below)
+        return SearchParams(source, q.num_similar, labels, label_ids=ids, label_samples=tuple(label_samples))
     ids = tuple(str(i) for i in sample_ids or ())
     if not ids:
         what = "select one or more samples" if source == "selected" else "open a sample in the modal"

@@ -6,13 +6,14 @@ dataset keeps a FiftyOne run per import with what was asked and the counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import fiftyone as fo
 
 from simages_core import redact_url
 
-from ._outcomes import ImportSimilarResult
+from ._outcomes import ImportSimilarResult, QueryRegion
 from ._params import ImportOptions, SearchParams
 
 
@@ -38,8 +39,16 @@ def existing_keys(dataset: fo.Dataset) -> tuple[set[str], set[str]]:
     return ids, urls
 
 
-def record_run(result: ImportSimilarResult, params: SearchParams, options: ImportOptions) -> str | None:
+def record_run(
+    result: ImportSimilarResult,
+    params: SearchParams,
+    options: ImportOptions,
+    regions: Sequence[QueryRegion] = (),
+) -> str | None:
     """Record the import as a FiftyOne run on the target dataset (provenance; readable later).
+
+    ``regions`` are the selected detections searched with (sample, field, label id, class,
+    relative box), recorded as ``query_regions`` beside ``label_ids``.
 
     The config holds what was asked (never the API key nor uploaded bytes), the results
     hold the counts, the copies skipped (candidate API id -> the sample it copies) and the
@@ -56,6 +65,8 @@ def record_run(result: ImportSimilarResult, params: SearchParams, options: Impor
         url=redact_url(params.url) if params.url else None,
         image_name=params.image_name,
         sample_ids=list(params.sample_ids),
+        label_ids=list(params.label_ids),
+        query_regions=[r.to_dict() for r in regions],
         num_similar=params.num_similar,
         labels=params.labels,
         label_field=options.label_field,

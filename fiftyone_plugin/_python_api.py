@@ -2,7 +2,7 @@
 
 They run the same code as the operators (``_params`` → ``_search`` / ``_importing`` /
 ``_expanding``), with typed results instead of App output. A ``ParamError`` names the Python parameter
-(``image``, ``sample_ids``), not the form's input (``python_names``).
+(``image``, ``sample_ids``, ``label_ids``), not the form's input (``python_names``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def find_similar(
     url: str | None = None,
     image: bytes | str | os.PathLike[str] | None = None,
     sample_ids: Sequence[str] | str | None = None,
+    label_ids: Sequence[str] | str | None = None,
     num_similar: int = 10,
     labels: bool = False,
     collapse_copies: bool = True,
@@ -54,17 +55,27 @@ def find_similar(
     api_url: str | None = None,
     client: SimilarImagesClient | None = None,
 ) -> FindSimilarResult:
-    """Find images similar to a text, an image URL, an image (path or bytes) or samples of the dataset.
+    """Find images similar to a text, an image URL, an image (path or bytes), samples of the dataset
+    or detections of the dataset.
 
-    Exactly one of ``text``, ``url``, ``image``, ``sample_ids`` is given. Several samples are
-    searched concurrently and their results merged by API image id. The dataset is not changed.
+    Exactly one of ``text``, ``url``, ``image``, ``sample_ids``, ``label_ids`` is given. With
+    ``label_ids``, each detection's box (with a small margin) is cut from its sample's image and
+    searched; ``RankedImage.query.region`` says which detection found a result. Several samples
+    or detections are searched concurrently and their results merged by API image id. The
+    dataset is not changed.
     Results are compared by fingerprint (from their thumbnails): ``collapse_copies`` keeps one
     per group of near-duplicates (``RankedImage.copies`` lists the others), ``mark_copies`` sets
     ``RankedImage.copy_of`` to the id of a dataset sample the result is a copy of.
     """
     with python_names():
         params = build_params(
-            text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
+            text=text,
+            url=url,
+            image=image,
+            sample_ids=sample_ids,
+            label_ids=label_ids,
+            num_similar=num_similar,
+            labels=labels,
         )
         copies = build_copy_options(collapse=collapse_copies, mark=mark_copies, threshold=copy_threshold)
         with _client_for(client, api_key, api_url) as search_client:
@@ -78,6 +89,7 @@ def import_similar(
     url: str | None = None,
     image: bytes | str | os.PathLike[str] | None = None,
     sample_ids: Sequence[str] | str | None = None,
+    label_ids: Sequence[str] | str | None = None,
     num_similar: int = 10,
     labels: bool = True,
     media_dir: str | None = None,
@@ -95,6 +107,10 @@ def import_similar(
 ) -> ImportSimilarResult:
     """Find similar images and add them as new samples (into this dataset or ``new_dataset_name``).
 
+    The query is one of ``text``, ``url``, ``image``, ``sample_ids`` or ``label_ids`` (detections,
+    each box cut from its sample's image; the new samples' ``simages_query_*`` fields and the run
+    record say which detection found them).
+
     Files go to ``media_dir`` (default: ``<fo.config.default_dataset_dir>/<dataset>/simages``,
     never beside the dataset's own media). Images already imported (same API id or source URL)
     are skipped and counted; with ``screen_copies`` (default) so are copies of the target's
@@ -104,7 +120,13 @@ def import_similar(
     """
     with python_names():
         params = build_params(
-            text=text, url=url, image=image, sample_ids=sample_ids, num_similar=num_similar, labels=labels
+            text=text,
+            url=url,
+            image=image,
+            sample_ids=sample_ids,
+            label_ids=label_ids,
+            num_similar=num_similar,
+            labels=labels,
         )
         options = build_import_options(
             media_dir=media_dir,

@@ -29,6 +29,14 @@ PROVENANCE_FIELDS = (
     "simages_query",
     "simages_query_time",
 )
+REGION_FIELDS = (
+    "simages_query_sample_id",
+    "simages_query_label_id",
+    "simages_query_field",
+    "simages_query_box",
+)
+"""Set on samples found with a selected detection (``simages_query`` is ``label:<id>``): where that
+detection is, its relative box ``[x, y, w, h]`` included. Other samples do not get these fields."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,12 @@ def build_sample(
         simages_query=str(ranked.query),
         simages_query_time=spec.query_time,
     )
+    region = ranked.query.region
+    if region is not None:
+        sample["simages_query_sample_id"] = region.sample_id
+        sample["simages_query_label_id"] = region.label_id
+        sample["simages_query_field"] = region.field
+        sample["simages_query_box"] = list(region.bounding_box)
     if fingerprint is not None:
         sample[FINGERPRINT_FIELD] = fingerprint
     if spec.labels and image.detections is not None:

@@ -21,6 +21,7 @@ from simages_core import (
 from simages_core.fetch import Fetcher
 
 from ._downloads import DownloadPolicy
+from ._label_queries import crop_queries, find_detections
 from ._outcomes import FindSimilarResult, QueryLabel
 from ._param_errors import ParamError
 from ._params import CopyOptions, SearchParams
@@ -50,7 +51,10 @@ def make_client(api_key: str | None = None, api_url: str | None = None) -> Simil
 
 
 def plan_queries(collection: foc.SampleCollection, params: SearchParams) -> list[tuple[QueryLabel, Query]]:
-    """One core ``Query`` per thing to search with, labelled for provenance."""
+    """One core ``Query`` per thing to search with, labelled for provenance.
+
+    A selected detection's query is its box cropped from its sample's image (``_label_queries``).
+    """
     if params.source == "text":
         return [(QueryLabel("text", params.text or ""), params.query())]
     if params.source == "url":
@@ -59,6 +63,9 @@ def plan_queries(collection: foc.SampleCollection, params: SearchParams) -> list
     if params.source == "upload":
         return [(QueryLabel("upload", params.image_name or "upload"), params.query())]
     dataset = collection._dataset
+    if params.source == "selected_labels":
+        detections = find_detections(dataset, params.label_ids, params.label_samples)
+        return crop_queries(detections, num_similar=params.num_similar, labels=params.labels)
     ids, paths = dataset.select(list(params.sample_ids)).values(["id", "filepath"])
     by_id = dict(zip(ids, paths, strict=True))
     missing = [i for i in params.sample_ids if i not in by_id]

@@ -23,7 +23,14 @@ def test_selection_is_the_default_source_and_every_source_is_offered(api_env, ma
     dataset = make_dataset("chelsea.jpg", "horse.jpg")
     props = form(FIND_URI, dataset, {}, selected=dataset.values("id"))
     assert props["source"]["default"] == "selected"
-    assert props["source"]["type"]["values"] == ["selected", "current_sample", "url", "text", "upload"]
+    assert props["source"]["type"]["values"] == [
+        "selected",
+        "selected_labels",
+        "current_sample",
+        "url",
+        "text",
+        "upload",
+    ]
     assert props["source"]["view"]["choices"][0]["label"] == "Selected samples (2)"
     assert props["num_similar"]["default"] == 10 and props["labels"]["default"] is False
     assert not any(p.get("invalid") for p in props.values())

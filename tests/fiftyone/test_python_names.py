@@ -29,7 +29,11 @@ def notes(tmp_path):
         ({"image": "missing"}, "image", "not found"),
         ({"sample_ids": [NOT_IN_DATASET]}, "sample_ids", "not in dataset"),
         ({"sample_ids": [NOT_IN_DATASET] * 101}, "sample_ids", "at most 100 sample ids"),
-        ({"text": "cat", "url": "http://127.0.0.1:9/a.jpg"}, "text/url/image/sample_ids", "exactly one"),
+        (
+            {"text": "cat", "url": "http://127.0.0.1:9/a.jpg"},
+            "text/url/image/sample_ids/label_ids",
+            "exactly one",
+        ),
     ],
     ids=["text file", "bytes", "missing file", "unknown sample", "too many samples", "two sources"],
 )
