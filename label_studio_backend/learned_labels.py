@@ -1,7 +1,8 @@
 """What annotators taught the backend about a project's labels: evidence counts and the votes they make.
 
 A *signal* is something the API says about an image: a COCO class it detects (``class:cat``), that
-it detects nothing (``class:(none)``), or the image itself (``image:<api id>``). Each submitted
+class's COCO supercategory (``group:animal``: what carries "Animal" from cats to horses), that it
+detects nothing (``class:(none)``), or the image itself (``image:<api id>``). Each submitted
 annotation adds, per control, one count to every label it chose, every signal it saw, and every
 (label, signal) pair; for boxes, per annotator box matched to a near-duplicate's detection by IoU.
 
@@ -22,6 +23,8 @@ from types import MappingProxyType
 
 from simages_core import Detection, SimilarImage
 
+from .coco_groups import COCO_GROUP
+
 SMOOTHING = 1.0
 """Pseudo-count of "no opinion" per signal: one annotation alone makes an association of 0.5."""
 NO_OBJECT = "(none)"
@@ -38,6 +41,15 @@ def image_signal(api_id: str) -> str:
     return f"image:{api_id}"
 
 
+def class_signals(name: str) -> set[str]:
+    """A class and its COCO supercategory (none for ``person``, its own group)."""
+    group = COCO_GROUP.get(name.lower())
+    signals = {class_signal(name)}
+    if group is not None and group != name.lower():
+        signals.add(f"group:{group}")
+    return signals
+
+
 def image_signals(image: SimilarImage, min_detection_score: float, explicit: Iterable[str] = ()) -> set[str]:
     """What an image tells the learner: its classes (or that it has none) and its API id.
 
@@ -45,7 +57,7 @@ def image_signals(image: SimilarImage, min_detection_score: float, explicit: Ite
     """
     skip = set(explicit)
     classes = {d.name.lower() for d in image.detections or () if d.score >= min_detection_score}
-    signals = {class_signal(c) for c in classes if c not in skip}
+    signals = {signal for c in classes if c not in skip for signal in class_signals(c)}
     if not classes:
         signals.add(class_signal(NO_OBJECT))
     signals.add(image_signal(image.id))
@@ -193,8 +205,8 @@ def learned_label_for(
     candidates = tuple(labels)
 
     def label_for(coco_class: str) -> tuple[str, float] | None:
-        signal = class_signal(coco_class)
-        scored = [(evidence.association(label, (signal,)), label) for label in candidates]
+        signals = class_signals(coco_class)
+        scored = [(evidence.association(label, signals), label) for label in candidates]
         best = max(scored, default=(0.0, ""))
         return (best[1], round(best[0], 4)) if best[0] >= threshold and best[0] > 0 else None
 

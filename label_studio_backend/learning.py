@@ -23,7 +23,7 @@ from .label_config import ImageTarget, LabelControl, ProjectSchema
 from .learned_labels import (
     Contribution,
     ContributionPart,
-    class_signal,
+    class_signals,
     image_signals,
     match_boxes,
 )
@@ -134,11 +134,11 @@ def _box_parts(
     ]
     matched, unmatched = match_boxes(boxes, detections, ctx.settings.learn_min_iou)
     parts = [
-        ContributionPart(control.from_name, frozenset({label}), frozenset({class_signal(c)}))
+        ContributionPart(control.from_name, frozenset({label}), frozenset(class_signals(c)))
         for label, c in matched
     ]
     parts += [
-        ContributionPart(control.from_name, frozenset(), frozenset({class_signal(c)})) for c in unmatched
+        ContributionPart(control.from_name, frozenset(), frozenset(class_signals(c))) for c in unmatched
     ]
     return parts
 

@@ -139,8 +139,10 @@ def test_learned_vote_weights_neighbours_by_similarity_and_unknown_ones_abstain(
 
 def test_an_image_with_no_object_says_so_and_explicit_classes_are_not_learned():
     assert image_signals(image(1.0, id="m"), 0.25) == {class_signal(NO_OBJECT), "image:m"}
+    # A class brings its COCO supercategory: what carries "Animal" from cats to horses.
     assert image_signals(image(1.0, "cat", "cup", id="c"), 0.25, explicit=["cup"]) == {
         class_signal("cat"),
+        "group:animal",
         "image:c",
     }
 
@@ -155,7 +157,9 @@ def test_boxes_match_by_iou_and_unclaimed_detections_count_for_their_class():
     parts = [ContributionPart("label", frozenset({"Pet"}), frozenset({class_signal("cat")}))] * 2
     evidence = Evidence.from_counts(Contribution.build(parts).counts).control("label")
     label_for = learned_label_for(evidence, ["Pet", "Other"], 0.5)
-    assert label_for("cat") == ("Pet", pytest.approx(2 / 3, abs=1e-4)) and label_for("dog") is None
+    assert label_for("cat") == ("Pet", pytest.approx(2 / 3, abs=1e-4)) and label_for("car") is None
+    # Taught with the class alone here: a dog shares no signal with it.
+    assert label_for("dog") is None
 
 
 def test_a_config_whose_labels_are_not_coco_names_is_kept_to_be_learned():
@@ -225,3 +229,11 @@ def test_concurrent_webhooks_count_every_annotation_exactly_once(store):
     evidence = store.evidence(3)
     assert evidence.annotations == 100
     assert evidence.control("scene").pairs[("Animal", cat)] == 100 and evidence.generation == 100 // 3
+
+
+def test_a_label_taught_on_cats_reaches_a_never_annotated_horse_through_its_coco_group():
+    signals = image_signals(image(1.0, "cat", id="c"), 0.25)
+    evidence = Evidence.from_counts(Contribution.build([choice("scene", {"Animal"}, *signals)] * 3).counts)
+    horses = [image(0.9, "horse", id=f"h{n}") for n in range(5)]
+    shares = learned_vote(evidence.control("scene"), ["Animal", "Space"], horses, min_detection_score=0.25)
+    assert shares["Animal"] == pytest.approx(3 / 4) and shares["Space"] == 0.0
