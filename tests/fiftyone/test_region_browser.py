@@ -1,0 +1,84 @@
+"""Selected detections as queries in the App, in headless Chromium: the form and the gallery a user sees.
+
+The montage sample of ``test_region_queries`` (the cat | a grey gap | the horse, a detection over
+each) is opened in the App; both detections are selected through the session (as a notebook
+does, and as clicking the boxes in the modal does: the App's selected labels either way). The
+find form defaults to "Selected detections (2)" and says so; run, the gallery has one block per
+detection, titled with it, the cat's block headed by a cat photo. ``SIMAGES_UPDATE_SCREENSHOTS=1``
+refreshes ``fiftyone_plugin/docs/region-form.png`` and ``region-gallery.png``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import fiftyone as fo
+import pytest
+from browser_support import Screenshots, chromium_page, needs_chromium
+from fo_helpers import unique_name
+from test_app_browser import DOCS, OUTPUT_WINDOW, PROMPT, open_dataset, open_operator, wait_until_served
+from test_region_queries import make_montage
+
+from simages_server.testing import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow, needs_chromium]
+
+
+class _App:
+    def __init__(self, url: str, dataset: fo.Dataset) -> None:
+        self.url, self.dataset = url, dataset
+
+
+def test_selected_detections_are_the_query_in_the_app(api_env, cleanup_datasets, tmp_path):
+    from playwright.sync_api import expect
+
+    dataset = fo.Dataset(unique_name("simages-regions"))
+    cleanup_datasets.append(dataset.name)
+    montage = make_montage(api_env, dataset, tmp_path / "montage.jpg")
+    port = free_port()
+    session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
+    shots = Screenshots(
+        tmp_path / "screenshots",
+        docs={"region-form": DOCS / "region-form.png", "region-gallery": DOCS / "region-gallery.png"},
+    )
+    shots.folder.mkdir()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_served(url + "/")
+        with chromium_page() as browser:
+            page = browser.page
+            open_dataset(page, _App(url, dataset))
+            session.select_labels(labels=montage.selected(montage.cat, montage.horse))
+
+            open_operator(page, "Find similar images (simages)")
+            form = page.locator(PROMPT)
+            expect(form.locator('input[type=radio][value="selected_labels"]')).to_be_checked()
+            expect(form.get_by_text("Selected detections (2)", exact=True)).to_be_visible()
+            expect(form.get_by_text(re.compile(r"^2 selected detections as queries"))).to_be_visible()
+            page.locator('input[type=number][max="50"]').fill("3")
+            page.locator("label", has_text="Collapse copies").locator("input").uncheck()
+            expect(form.get_by_role("button", name="Execute")).to_be_enabled()
+            shots.take(page, "region-form")
+            form.get_by_role("button", name="Execute").click()
+
+            output = page.locator(OUTPUT_WINDOW)
+            cat_title = f"Results for detection 'cat' ({montage.cat.id}, field ground_truth) of sample {montage.sample_id}"
+            horse_title = cat_title.replace("'cat'", "'horse'").replace(montage.cat.id, montage.horse.id)
+            expect(output.get_by_text(cat_title)).to_be_visible(timeout=60_000)
+            expect(output.get_by_text(horse_title)).to_be_visible()
+            thumbnails = output.locator("img")
+            expect(thumbnails).to_have_count(6)
+            for i in range(6):
+                page.wait_for_function(
+                    "img => img.complete && img.naturalWidth > 0", arg=thumbnails.nth(i).element_handle()
+                )
+            # The block under the cat's title begins with a cat photo (its alt is the API image id).
+            files = {r.id: r.file for r in api_env.records()}
+            first_alt = thumbnails.nth(0).get_attribute("alt")
+            assert files[first_alt].startswith("chelsea"), files[first_alt]
+            shots.take(page, "region-gallery")
+        assert not [u for u in browser.blocked if "127.0.0.1" in u]
+    finally:
+        session.close()
+        if hasattr(fo, "close_app"):
+            fo.close_app()
