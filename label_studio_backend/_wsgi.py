@@ -26,6 +26,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from . import __version__
 from .context import AccountError, BackendContext
+from .interactive import RegionLabeller
 from .model import SimilarImagesBackend
 from .settings import BackendSettings
 from .webhook import handle_webhook
@@ -78,6 +79,7 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
     settings = settings or BackendSettings()
     context = context or BackendContext.from_settings(settings)
     models = _ModelCache(context)
+    labeller = RegionLabeller(context)
     app = Flask("simages_label_studio")
     app.config["SIMAGES_CONTEXT"] = context
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -128,7 +130,10 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
         body = PredictRequest.from_json(_body())
         model = models.get(body.label_config, "label_config")
         try:
-            results = model.predict(body.tasks, project=body.project)
+            if body.context is not None:  # an annotator drew regions (interactive pre-annotation)
+                results = labeller.predict_tasks(model, body.tasks, body.context)
+            else:
+                results = model.predict(body.tasks, project=body.project)
         except AccountError as exc:
             # Once per batch, with the API's own message: nothing else can succeed until it is fixed.
             logger.error("the Similar Images API refused the batch of %d tasks: %s", len(body.tasks), exc)
@@ -140,7 +145,7 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
             model.model_version,
         )
         answer: dict[str, Any] = {"results": results, "model_version": model.model_version}
-        if not model.schema.servable:
+        if not model.schema.servable and body.context is None:
             # Label Studio ignores this key; a person calling the backend by hand learns why it is empty.
             answer["warnings"] = list(model.schema.problems)
         return jsonify(answer)

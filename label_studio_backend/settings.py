@@ -47,6 +47,14 @@ class BackendSettings(BaseSettings):
     choice_threshold: float = Field(0.5, ge=0.0, le=1.0, validation_alias="SIMAGES_CHOICE_THRESHOLD")
     """A choice is predicted when its similarity-weighted vote share reaches this."""
     max_workers: int = Field(16, ge=1, le=64, validation_alias="SIMAGES_MAX_WORKERS")
+    region_margin: float = Field(0.1, ge=0.0, le=2.0, validation_alias="SIMAGES_REGION_MARGIN")
+    """A drawn box is widened by this fraction of its size on each side before it is cropped and searched."""
+    region_threshold: float = Field(0.4, ge=0.0, le=1.0, validation_alias="SIMAGES_REGION_THRESHOLD")
+    """A drawn region gets a label when that label's weighted vote share reaches this."""
+    region_point_window: float = Field(0.4, gt=0.0, le=1.0, validation_alias="SIMAGES_REGION_POINT_WINDOW")
+    """A clicked keypoint is searched with a square this fraction of the image's shorter side."""
+    region_image_cache_mb: int = Field(256, ge=0, le=16_384, validation_alias="SIMAGES_REGION_IMAGE_CACHE_MB")
+    """Decoded task images kept for the next drawn box (0 keeps none)."""
     cache: bool = Field(True, validation_alias="SIMAGES_CACHE")
     learn_every: int = Field(20, ge=1, le=100_000, validation_alias="SIMAGES_LEARN_EVERY")
     """A project's learned labels get a new ``model_version`` after this many new annotations (and on

@@ -9,6 +9,7 @@ with a depth limit, because a body of 50,000 ``[`` would otherwise end in a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,8 @@ class PredictRequest:
     label_config: str
     project: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    context: InteractiveContext | None = None
+    """The annotator's drawn regions (interactive pre-annotation), when Label Studio sent any."""
 
     @classmethod
     def from_json(cls, document: Any) -> PredictRequest:
@@ -123,11 +126,13 @@ class PredictRequest:
                     f"'tasks' must be a list of task objects; tasks[{index}] is a JSON {_kind(task)}"
                 )
         project = body.get("project")
+        params = _optional_object(body, "params")
         return cls(
             tasks=tasks,
             label_config=_label_config(body, "label_config"),
             project=None if project is None else str(project),
-            params=_optional_object(body, "params"),
+            params=params,
+            context=InteractiveContext.from_params(params),
         )
 
 
@@ -146,3 +151,130 @@ class SetupRequest:
 
 
 # ``POST /webhook``'s events are parsed in ``webhook_events.py`` (typed from recorded Label Studio bodies).
+
+
+# --- interactive pre-annotation: ``params.context`` ---------------------------------------------
+
+MAX_DRAWN_REGIONS = 100
+"""Label Studio sends the drawn regions of one label in a group; an annotator draws a handful."""
+MAX_ORIGINAL_SIDE = 100_000
+_DRAWN_TYPES = {
+    "rectanglelabels": "rectangle",
+    "rectangle": "rectangle",
+    "keypointlabels": "keypoint",
+    "keypoint": "keypoint",
+}
+
+
+def _number(value: Any, where: str) -> float:
+    # bool is an int to Python, never a coordinate to Label Studio.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{where} must be a number, got a JSON {_kind(value)}")
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > 1e6:
+        raise BadRequest(f"{where} must be a finite percentage of the image, got {value!r}")
+    return number
+
+
+def _side(item: dict[str, Any], key: str, where: str) -> int:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_ORIGINAL_SIDE:
+        got = "it is missing" if key not in item else f"got {str(value)[:40]!r}"
+        raise BadRequest(f"{where}.{key} must be the image's pixel size (1 to {MAX_ORIGINAL_SIDE}); {got}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class DrawnRegion:
+    """A rectangle or keypoint the annotator drew, in Label Studio's percent coordinates."""
+
+    id: str
+    from_name: str
+    to_name: str
+    type: str
+    """Label Studio's result type as sent (``rectanglelabels``, ``keypointlabels``, ...)."""
+    shape: str
+    """``rectangle`` or ``keypoint``."""
+    x: float
+    y: float
+    width: float
+    height: float
+    rotation: float
+    original_width: int
+    original_height: int
+    raw: dict[str, Any] = field(repr=False, compare=False)
+    """The result as Label Studio sent it: the answer echoes its keys."""
+
+    @classmethod
+    def from_json(cls, item: Any, where: str) -> DrawnRegion:
+        item = _object(item, f"a drawn region in {where}")
+        kind = item.get("type")
+        shape = _DRAWN_TYPES.get(kind) if isinstance(kind, str) else None
+        if shape is None:
+            raise BadRequest(
+                f"{where}.type must be one of {', '.join(sorted(_DRAWN_TYPES))}, got {str(kind)[:40]!r}"
+            )
+        names = {}
+        for key in ("id", "from_name", "to_name"):
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip() or len(value) > 500:
+                raise BadRequest(f"{where}.{key} must be a non-empty string, got a JSON {_kind(value)}")
+            names[key] = value
+        value = _object(item.get("value"), f"the region's coordinates in {where}.value")
+        x, y = _number(value.get("x"), f"{where}.value.x"), _number(value.get("y"), f"{where}.value.y")
+        if shape == "rectangle":
+            width = _number(value.get("width"), f"{where}.value.width")
+            height = _number(value.get("height"), f"{where}.value.height")
+            if width <= 0 or height <= 0:
+                raise BadRequest(f"{where}: a drawn rectangle needs a positive width and height")
+            inside = x < 100 and y < 100 and x + width > 0 and y + height > 0
+        else:
+            width = height = 0.0
+            inside = 0 <= x <= 100 and 0 <= y <= 100
+        if not inside:
+            raise BadRequest(f"{where}: the drawn {shape} lies outside the image (x={x}, y={y})")
+        rotation = value.get("rotation", 0)
+        return cls(
+            shape=shape,
+            type=kind,
+            x=x,
+            y=y,
+            width=width,
+            height=height,
+            rotation=_number(rotation if rotation is not None else 0, f"{where}.value.rotation"),
+            original_width=_side(item, "original_width", where),
+            original_height=_side(item, "original_height", where),
+            raw=item,
+            **names,
+        )
+
+
+@dataclass(frozen=True)
+class InteractiveContext:
+    """``params.context`` of an interactive ``/predict``: ``{"result": [drawn regions]}``."""
+
+    regions: tuple[DrawnRegion, ...]
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> InteractiveContext | None:
+        """The drawn regions, ``None`` for a plain ``/predict`` (no context, or one with no ``result``)."""
+        context = params.get("context")
+        if context is None:
+            return None
+        context = _object(context, "the drawn regions in 'params.context.result'")
+        result = context.get("result")
+        if result is None:
+            return None
+        if not isinstance(result, list):
+            raise BadRequest(
+                f"'params.context.result' must be a list of drawn regions, got a JSON {_kind(result)}"
+            )
+        if not result:
+            return None
+        if len(result) > MAX_DRAWN_REGIONS:
+            raise BadRequest(
+                f"'params.context.result' has {len(result)} regions; at most {MAX_DRAWN_REGIONS}"
+            )
+        return cls(
+            tuple(DrawnRegion.from_json(item, f"params.context.result[{i}]") for i, item in enumerate(result))
+        )
