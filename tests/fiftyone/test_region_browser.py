@@ -4,7 +4,8 @@ The montage sample of ``test_region_queries`` (the cat | a grey gap | the horse,
 each) is opened in the App; both detections are selected through the session (as a notebook
 does, and as clicking the boxes in the modal does: the App's selected labels either way). The
 find form defaults to "Selected detections (2)" and says so; run, the gallery has one block per
-detection, titled with it, the cat's block headed by a cat photo. ``SIMAGES_UPDATE_SCREENSHOTS=1``
+detection, titled with it, the cat's block headed by a cat photo; its import button imports
+them with the detections as provenance. ``SIMAGES_UPDATE_SCREENSHOTS=1``
 refreshes ``fiftyone_plugin/docs/region-form.png`` and ``region-gallery.png``.
 """
 
@@ -77,6 +78,20 @@ def test_selected_detections_are_the_query_in_the_app(api_env, cleanup_datasets,
             first_alt = thumbnails.nth(0).get_attribute("alt")
             assert files[first_alt].startswith("chelsea"), files[first_alt]
             shots.take(page, "region-gallery")
+
+            # "Import these with labels": the import form with the same detections; run, the new
+            # samples say which detection found them.
+            output.get_by_role("button", name="Import these with labels").click()
+            expect(form.locator('input[type=radio][value="selected_labels"]')).to_be_checked()
+            expect(form.get_by_text("Selected detections (2)", exact=True)).to_be_visible()
+            form.get_by_role("button", name="Execute").click()
+            expect(output.get_by_text("Run tag:")).to_be_visible(timeout=120_000)
+            dataset.reload()
+            imported = dataset.exists("simages_id")
+            # The cat's crops are copies of each other, as are the horse's: one of each is kept.
+            assert len(imported) >= 2
+            assert set(imported.values("simages_query_label_id")) == {montage.cat.id, montage.horse.id}
+            assert set(imported.values("simages_query_sample_id")) == {montage.sample_id}
         assert not [u for u in browser.blocked if "127.0.0.1" in u]
     finally:
         session.close()
