@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import diskcache
 
-from simages_core._exceptions import SharedStoreError
+from simages_core.shared_store import SharedStoreError, connect_from_env
 
 from .learned_labels import Contribution, Evidence
 
 if TYPE_CHECKING:
-    from simages_core._redis_stores import SharedRedis
+    from simages_core.shared_store import SharedRedis
 
 logger = logging.getLogger("simages_label_studio")
 
@@ -224,11 +224,7 @@ class RedisLearnedStore:
 
 def open_learned_store(simages_home: Path, every: int) -> LearnedStore:
     """Redis when ``SIMAGES_CACHE_URL`` is set (``SharedStoreUnavailable`` when it does not answer), else disk."""
-    from simages_core._config import shared_store_from_env
-
-    location = shared_store_from_env()
-    if location is None:
+    shared = connect_from_env()
+    if shared is None:
         return DiskLearnedStore(simages_home / STORE_FOLDER, every)
-    from simages_core._redis_stores import connect
-
-    return RedisLearnedStore(connect(location), every)  # SharedStoreUnavailable when it does not answer
+    return RedisLearnedStore(shared, every)

@@ -180,11 +180,12 @@ def store(request, tmp_path):
     if request.param == "disk":
         opened = DiskLearnedStore(tmp_path / "learned", every=3)
     else:
-        from simages_core._config import parse_shared_store_url
-        from simages_core._redis_stores import connect
+        from simages_core.shared_store import connect_from_env
 
         server = request.getfixturevalue("redis_server")
-        opened = RedisLearnedStore(connect(parse_shared_store_url(server.url)), every=3)
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("SIMAGES_CACHE_URL", server.url)
+        opened = RedisLearnedStore(connect_from_env(), every=3)
     yield opened
     opened.close()
 
