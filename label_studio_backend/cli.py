@@ -137,11 +137,12 @@ def _serve(args: argparse.Namespace, settings: BackendSettings) -> int:
 
     from ._wsgi import create_app
     from .context import redactor_for
+    from .learned_store import LearnedStoreError
 
     try:
         app = create_app(settings)
         app.config["SIMAGES_CONTEXT"].learned_store()  # opened now: a Redis that does not answer stops here
-    except SharedStoreUnavailable as exc:  # SIMAGES_CACHE_URL names a Redis that does not answer
+    except (SharedStoreUnavailable, LearnedStoreError, ValueError) as exc:  # Redis away, URL malformed, disk
         print(redactor_for(settings)(f"simages-ls: {exc}"), file=sys.stderr)
         return 2
     context = app.config["SIMAGES_CONTEXT"]
