@@ -78,6 +78,7 @@ def child(args: argparse.Namespace) -> int:
 
             watcher = threading.Thread(target=watch_rss, daemon=True)
             watcher.start()
+            cpu_before = me.cpu_times()
             started = time.perf_counter()
             result = simages_fiftyone.expand_dataset(
                 dataset.view(),
@@ -89,6 +90,7 @@ def child(args: argparse.Namespace) -> int:
                 screen_copies=args.screen == "on",
             )
             elapsed = time.perf_counter() - started
+            cpu_after = me.cpu_times()
             done.set()
             watcher.join()
         assert result.complete and result.requests_this_run == len(files), result
@@ -105,6 +107,7 @@ def child(args: argparse.Namespace) -> int:
                     "fingerprinted": result.fingerprints_computed,
                     "screen": args.screen,
                     "rss_growth_mb": (peak[0] - rss_before) / 2**20,
+                    "cpu_s": (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
                 }
             )
         )
@@ -180,6 +183,14 @@ def search_only(url: str, files: list[Path], workers: int) -> float:
     return elapsed
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User and system CPU seconds a process has used so far."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[250, 1000])
@@ -241,6 +252,7 @@ def main() -> int:
                 # Off and on alternate, and the fastest of each is kept: a burst of load elsewhere on
                 # the machine then slows one round of both rather than deciding the comparison.
                 for screen in ("off", "on") * args.rounds:
+                    server_cpu = _cpu_seconds(server.pid)
                     out = subprocess.run(
                         [
                             sys.executable,
@@ -264,7 +276,9 @@ def main() -> int:
                         capture_output=True,
                         text=True,
                     )
-                    runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    run = json.loads(out.stdout.strip().splitlines()[-1])
+                    run["server_cpu_s"] = _cpu_seconds(server.pid) - server_cpu
+                    runs.append(run)
 
     per_search = loop_search_s / args.baseline_samples
     per_download = loop_rest_s / max(loop_imported, 1)
@@ -304,13 +318,13 @@ def main() -> int:
             f"{ratio:4.2f}x ideal{' (target <= 1.3)' if targeted else ''}; search_many alone {searches_alone:5.2f} s "
             f"({searches_alone / ideal:4.2f}x ideal); {speedup:5.1f}x the loop scaled to this size; "
             f"{off['imported']} imported, {off['skipped']} duplicates skipped, {off['failed']} failed; "
-            f"peak RSS growth {off['rss_growth_mb']:.1f} MB"
+            f"peak RSS growth {off['rss_growth_mb']:.1f} MB; CPU: expand {off['cpu_s']:.1f} s, server {off['server_cpu_s']:.1f} s"
         )
         print(
             f"expand {n:5d} samples, screening on:  {on['seconds']:6.2f} s -> {screened:4.2f}x screening off "
             f"(target <= 1.1); {on['fingerprinted']} samples fingerprinted, {on['imported']} imported, "
             f"{on['copies']} copies and {on['skipped']} duplicates skipped, {on['failed']} failed; "
-            f"peak RSS growth {on['rss_growth_mb']:.1f} MB"
+            f"peak RSS growth {on['rss_growth_mb']:.1f} MB; CPU: expand {on['cpu_s']:.1f} s, server {on['server_cpu_s']:.1f} s"
         )
     sizes = sorted(by_size)
     small, large = by_size[sizes[0]]["on"], by_size[sizes[-1]]["on"]

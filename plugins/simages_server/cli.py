@@ -291,6 +291,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .http_server import check_port_free, create_server
     from .index import ImageIndex
     from .keys import digests, is_redis_url, load_keys
+    from .math_threads import limit_math_threads
     from .own_urls import OwnOrigins
 
     limits = ConnectionLimits(
@@ -323,6 +324,7 @@ def _serve(args: argparse.Namespace) -> int:
         own_origins=OwnOrigins.for_server(args.host, args.port, args.public_url),
     )
     embedder, detector = _models(args, args.index, serving=True)
+    limit_math_threads()  # after the models loaded their libraries: see math_threads.py
     app = SimilarImagesApp(index, settings, embedder, detector.info() if detector else None)
     # Listening before saying "serving": a port taken meanwhile is still one line, never a traceback.
     server = create_server(app, host=args.host, port=args.port, threads=args.threads, limits=limits)
