@@ -129,22 +129,27 @@ def create_app(settings: BackendSettings | None = None, context: BackendContext 
     def predict() -> Any:
         body = PredictRequest.from_json(_body())
         model = models.get(body.label_config, "label_config")
+        project = body.project if body.project is not None else (body.tasks or [{}])[0].get("project")
         try:
             if body.context is not None:  # an annotator drew regions (interactive pre-annotation)
-                results = labeller.predict_tasks(model, body.tasks, body.context)
+                results = labeller.predict_tasks(model, body.tasks, body.context, project)
             else:
                 results = model.predict(body.tasks, project=body.project)
         except AccountError as exc:
             # Once per batch, with the API's own message: nothing else can succeed until it is fixed.
             logger.error("the Similar Images API refused the batch of %d tasks: %s", len(body.tasks), exc)
             return _error(context.redact(str(exc)), exc.status)
+        # Label Studio 1.23 stores each result's own model_version (ml/models.py reads
+        # ``r.get("model_version", ...)``) and ignores this one; it says the same, for anyone else.
+        version = next((r["model_version"] for r in results if "model_version" in r), None)
+        version = version or model.version_for(project)
         logger.info(
             "predicted %d tasks (%d failed) with %s",
             len(body.tasks),
             sum("error" in r for r in results),
-            model.model_version,
+            version,
         )
-        answer: dict[str, Any] = {"results": results, "model_version": model.model_version}
+        answer: dict[str, Any] = {"results": results, "model_version": version}
         if not model.schema.servable and body.context is None:
             # Label Studio ignores this key; a person calling the backend by hand learns why it is empty.
             answer["warnings"] = list(model.schema.problems)

@@ -62,7 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         "labels",
         help="print what annotators taught the backend about a project's labels (read from its store)",
     )
-    labels.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    labels.add_argument(
+        "--project",
+        type=_project_arg,
+        required=True,
+        help="Label Studio project id, or its uid ID.CREATED (as /predict names it) when two Label Studio "
+        "instances share the backend",
+    )
     labels.add_argument("--json", action="store_true", help="print the evidence counts as JSON")
     expand = sub.add_parser(
         "expand",
@@ -335,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         _quiet_libraries()
     return _expand(args, settings)
+
+
+def _project_arg(value: str) -> str:
+    head, _, tail = value.strip().partition(".")
+    if not head.isdigit() or int(head) < 1 or (tail and not tail.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a project id like 7 or 7.1712345678, got {value!r}")
+    return value.strip()
 
 
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "label_studio_sdk")

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from simages_core import (
@@ -117,6 +118,41 @@ def model_version_for(schema: ProjectSchema, api_url: str, learned: Evidence | N
     return version
 
 
+def project_key(value: object, created_at: object = None) -> str | None:
+    """Which project's learned labels: Label Studio's own project uid ``"<id>.<created_at seconds>"``.
+
+    ``/predict`` and ``/setup`` send it as ``project`` (``"7.1712345678"``); a webhook carries the
+    project's ``id`` and ``created_at``, from which the same uid is made. Two Label Studio instances
+    behind one backend both have a project 7, but not created in the same second: their learned
+    labels stay apart. A bare id (a hand-made request, a task's ``project``) gives the key ``"7"``,
+    which no webhook writes: such a request predicts with nothing learned.
+    """
+    pid = project_id(value)
+    if pid is None:
+        return None
+    if created_at is not None:
+        seconds = _unix_seconds(created_at)
+        return f"{pid}.{seconds}" if seconds is not None else str(pid)
+    if isinstance(value, str):
+        tail = value.strip().split(".", 1)[1:]
+        if tail and tail[0].isdigit():
+            return f"{pid}.{int(tail[0])}"
+    return str(pid)
+
+
+def _unix_seconds(created_at: object) -> int | None:
+    """Label Studio's ``int(project.created_at.timestamp())`` from the ISO time its webhooks send."""
+    if not isinstance(created_at, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(created_at.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:  # Label Studio stores UTC; a naive time is UTC too
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
 def project_id(value: object) -> int | None:
     """A project id from what Label Studio sends: ``7``, ``"7"`` or ``/predict``'s ``"7.1712345678"``."""
     if isinstance(value, bool):
@@ -190,7 +226,7 @@ class BackendContext:
                 self.learned = open_learned_store(self.settings.simages_home, self.settings.learn_every)
             return self.learned
 
-    def evidence(self, project: int | None) -> Evidence:
+    def evidence(self, project: str | None) -> Evidence:
         """What a project taught; nothing when it is unknown or the store fails (one WARNING, then DEBUG)."""
         if project is None:
             return NOTHING_LEARNED

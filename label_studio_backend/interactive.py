@@ -21,22 +21,25 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from label_studio_sdk.label_interface import LabelInterface
 from PIL import Image
 
-from simages_core import BatchItem, ImageEncodingError, Query, open_image
+from simages_core import BatchItem, ImageEncodingError, Query, SimilarImage, open_image
 from simages_core.crops import crop_box, crop_point
 
-from .context import BackendContext, raise_if_account_error
-from .label_config import ProjectSchema, _class_mapping
+from .context import BackendContext, model_version_for, project_key, raise_if_account_error
+from .learned_labels import Evidence
+from .learned_store import LearnedStoreError
 from .model import SimilarImagesBackend
 from .predictions import prediction
-from .region_votes import LabelFor, RegionVote, vote_region
+from .region_controls import RegionControl, region_controls
+from .region_memo_store import MemoStoreError
+from .region_memos import RegionMemo, memo_of, region_box
+from .region_votes import RegionVote, vote_region
 from .task_images import TaskImageError, image_ref
 from .wire import DrawnRegion, InteractiveContext
 
@@ -47,49 +50,6 @@ _SEARCHES_KEPT = 1024
 _LABEL_KEYS = {"rectangle": "rectanglelabels", "keypoint": "keypointlabels"}
 # A keypoint also carries the generic ``labels``; the answer replaces every label key it came with.
 _ALL_LABEL_KEYS = ("rectanglelabels", "keypointlabels", "labels")
-
-
-@dataclass(frozen=True)
-class RegionControl:
-    """A labels control a drawn region may belong to: its image's data key and its label mapping."""
-
-    from_name: str
-    shape: str
-    value_key: str
-    label_for: LabelFor
-
-
-def region_controls(
-    schema: ProjectSchema, label_config: str, label_map: dict[str, list[str]]
-) -> dict[str, RegionControl]:
-    """Controls by ``from_name``: the schema's RectangleLabels, and any KeyPointLabels (the schema skips those)."""
-    controls = {
-        control.from_name: RegionControl(control.from_name, "rectangle", target.value_key, control.label_for)
-        for target in schema.targets
-        for control in target.rectangles
-    }
-    try:
-        interface = LabelInterface(label_config)
-    except Exception:  # the schema already reported why the config cannot be parsed
-        return controls
-    images = {o.name: (o.value or "") for o in interface.objects if o.tag.lower() == "image"}
-    for control in interface.controls:
-        if control.tag.lower() != "keypointlabels":
-            continue
-        to_name = next((n for n in control.to_name or () if images.get(n, "").startswith("$")), None)
-        mapping = _class_mapping(control, label_map, [])
-        if to_name is not None and mapping:
-            controls[control.name] = RegionControl(
-                control.name, "keypoint", images[to_name][1:], _lookup(mapping)
-            )
-    return controls
-
-
-def _lookup(mapping: dict[str, str]) -> LabelFor:
-    def label_for(coco_class: str) -> str | None:
-        return mapping.get(coco_class.lower())
-
-    return label_for
 
 
 class TaskImageCache:
@@ -161,11 +121,20 @@ class RegionLabeller:
         self._controls: OrderedDict[str, dict[str, RegionControl]] = OrderedDict()
         self._searches: OrderedDict[tuple[Any, ...], Future[BatchItem]] = OrderedDict()
         self._lock = threading.Lock()
+        self._memo_warned = False
 
     def predict_tasks(
-        self, model: SimilarImagesBackend, tasks: list[dict[str, Any]], drawn: InteractiveContext
+        self,
+        model: SimilarImagesBackend,
+        tasks: list[dict[str, Any]],
+        drawn: InteractiveContext,
+        project: object = None,
     ) -> list[dict[str, Any]]:
-        """One answer per task (Label Studio sends one): its drawn regions, labelled."""
+        """One answer per task (Label Studio sends one): its drawn regions, labelled.
+
+        ``project`` (Label Studio's ``"7.1712345678"``) picks the learned labels and the version
+        the answer carries, as for ``/predict`` without a context.
+        """
         config = model.label_config or ""
         with self._lock:
             controls = self._controls.get(config)
@@ -175,7 +144,12 @@ class RegionLabeller:
                 while len(self._controls) > _CONFIGS_KEPT:
                     self._controls.popitem(last=False)
             self._controls.move_to_end(config)
-        return [self.predict(task, drawn, controls, model.model_version) for task in tasks]
+        if project is None and tasks:
+            project = tasks[0].get("project")
+        key = project_key(project)
+        learned = self.context.evidence(key)
+        version = model_version_for(model.schema, self.context.client.base_url, learned)
+        return [self.predict(task, drawn, controls, version, learned, key) for task in tasks]
 
     def predict(
         self,
@@ -183,6 +157,8 @@ class RegionLabeller:
         drawn: InteractiveContext,
         controls: dict[str, RegionControl],
         model_version: str,
+        learned: Evidence,
+        project: str | None = None,
     ) -> dict[str, Any]:
         """The task's answer: the drawn regions, labelled; or ``{"error": ...}`` when none could be."""
         regions = [_Region(r, controls.get(r.from_name)) for r in drawn.regions]
@@ -204,20 +180,24 @@ class RegionLabeller:
                 )
         raise_if_account_error([item.error for _, item in items] if len(items) == len(regions) else [])
         answers: list[dict[str, Any]] = []
+        memos: list[RegionMemo] = []
+        settings = self.context.settings
         for region, item in items:
             if item.error is not None:
                 region.error = f"the search failed: {item.error}"
                 continue
             assert item.result is not None and region.control is not None
-            settings = self.context.settings
+            control = region.control
             vote = vote_region(
                 item.result.images,
-                region.control.label_for,
+                control.with_learned(learned.control(control.from_name), settings.choice_threshold),
                 threshold=settings.region_threshold,
                 top_k=settings.top_k,
                 min_detection_score=settings.min_detection_score,
             )
             answers.append(answer(region.drawn, vote, settings.region_threshold))
+            memos += self._memo(region.drawn, control, item.result.images)
+        self._remember(project, task, memos)
         failed = [f"region {r.drawn.id}: {r.error}" for r in regions if r.error is not None]
         for message in failed:
             logger.warning("task %s: %s", task.get("id"), self.context.redact(message))
@@ -227,6 +207,40 @@ class RegionLabeller:
                 "model_version": model_version,
             }
         return prediction(answers, model_version)
+
+    def _memo(
+        self, drawn: DrawnRegion, control: RegionControl, images: Sequence[SimilarImage]
+    ) -> list[RegionMemo]:
+        """What this answered region will teach when its task's annotation arrives (``region_memos``)."""
+        settings = self.context.settings
+        size = (drawn.original_width, drawn.original_height)
+        box = region_box(drawn.shape, drawn.raw["value"], size, settings.region_point_window)
+        if box is None:
+            return []
+        memo = memo_of(
+            drawn.id,
+            drawn.from_name,
+            drawn.shape,
+            box,
+            size,
+            images,
+            control.label_for,
+            top_k=settings.top_k,
+            min_detection_score=settings.min_detection_score,
+        )
+        return [memo] if memo is not None else []
+
+    def _remember(self, project: str | None, task: dict[str, Any], memos: list[RegionMemo]) -> None:
+        """Keep the memos for the task's annotation; a store that fails costs only that lesson."""
+        task_id = task.get("id")
+        if not memos or project is None or isinstance(task_id, bool) or not isinstance(task_id, int):
+            return
+        try:
+            self.context.learned_store().memos().remember(project, task_id, memos)
+        except (LearnedStoreError, MemoStoreError) as exc:
+            level = logging.DEBUG if self._memo_warned else logging.WARNING
+            self._memo_warned = True
+            logger.log(level, "answered regions not remembered: %s", self.context.redact(str(exc)))
 
     def _start_search(self, task: dict[str, Any], region: _Region) -> None:
         assert region.control is not None

@@ -1,4 +1,9 @@
-"""``simages-ls labels --project ID``: what annotators taught the backend, read from the same store it uses."""
+"""``simages-ls labels --project ID``: what annotators taught the backend, read from the same store it uses.
+
+Learned state is kept per Label Studio project uid (``ID.CREATED``, ``context.project_key``). A bare
+``ID`` shows the one uid stored for it; when two Label Studio instances both taught a project with
+that id, it lists their uids and asks for one.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,14 @@ import sys
 from simages_core import SharedStoreUnavailable
 
 from .learned_labels import Evidence
-from .learned_store import LearnedStoreError, open_learned_store
+from .learned_store import LearnedStore, LearnedStoreError, open_learned_store
 from .settings import BackendSettings
 
 SHOWN_SIGNALS = 8
 """Per label, the strongest signals printed (``--json`` has them all)."""
 
 
-def evidence_document(project: int, evidence: Evidence, where: str) -> dict:
+def evidence_document(project: str, evidence: Evidence, where: str) -> dict:
     """The evidence as plain JSON: per control and label, each signal's count and association."""
     controls = {}
     for name, control in sorted(evidence.controls.items()):
@@ -65,7 +70,17 @@ def format_evidence(document: dict) -> str:
     return "\n".join(lines)
 
 
-def print_learned(project: int, settings: BackendSettings, *, as_json: bool) -> int:
+def _resolve(project: str, store: LearnedStore) -> str | list[str]:
+    """The stored key ``project`` names, or every candidate when a bare id is ambiguous."""
+    if "." in project:
+        return project
+    found = store.projects(int(project))
+    if len(found) > 1:
+        return found
+    return found[0] if found else project
+
+
+def print_learned(project: str, settings: BackendSettings, *, as_json: bool) -> int:
     from .context import redactor_for
 
     redact = redactor_for(settings)
@@ -75,7 +90,15 @@ def print_learned(project: int, settings: BackendSettings, *, as_json: bool) -> 
         print(redact(f"simages-ls: {exc}"), file=sys.stderr)
         return 2
     try:
-        document = evidence_document(project, store.evidence(project), store.where)
+        key = _resolve(project, store)
+        if isinstance(key, list):
+            print(
+                f"simages-ls: project {project} was taught by {len(key)} Label Studio instances; "
+                f"name one: {', '.join('--project ' + k for k in key)}",
+                file=sys.stderr,
+            )
+            return 2
+        document = evidence_document(key, store.evidence(key), store.where)
     except LearnedStoreError as exc:
         print(redact(f"simages-ls: {exc}"), file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ import diskcache
 from simages_core.shared_store import SharedStoreError, connect_from_env
 
 from .learned_labels import Contribution, Evidence
+from .region_memo_store import MEMO_FOLDER, DiskMemoStore, MemoStore, MemoStoreError, RedisMemoStore
 
 if TYPE_CHECKING:
     from simages_core.shared_store import SharedRedis
@@ -53,9 +54,11 @@ class Applied:
 
 
 class LearnedStore(Protocol):
-    def apply(self, project: int, annotation_id: int, contribution: Contribution) -> Applied: ...
-    def evidence(self, project: int) -> Evidence: ...
-    def next_generation(self, project: int) -> int: ...
+    def apply(self, project: str, annotation_id: int, contribution: Contribution) -> Applied: ...
+    def evidence(self, project: str) -> Evidence: ...
+    def next_generation(self, project: str) -> int: ...
+    def projects(self, project_id: int) -> list[str]: ...
+    def memos(self) -> MemoStore: ...
     def close(self) -> None: ...
 
     @property
@@ -85,12 +88,31 @@ class DiskLearnedStore:
         except (OSError, sqlite3.Error) as exc:
             raise LearnedStoreError(f"learned labels store {directory}: cannot open ({exc})") from None
         self._lock = threading.Lock()  # diskcache transactions are per process; threads take turns too
+        self._memos: DiskMemoStore | None = None
+
+    def memos(self) -> MemoStore:
+        """Answered regions' memos, in a bounded folder beside this one (opened at first use)."""
+        with self._lock:
+            if self._memos is None:
+                try:
+                    self._memos = DiskMemoStore(self.directory.parent / MEMO_FOLDER)
+                except MemoStoreError as exc:
+                    raise LearnedStoreError(str(exc)) from None
+            return self._memos
+
+    def projects(self, project_id: int) -> list[str]:
+        """Every stored project key of a Label Studio project id (one per Label Studio instance)."""
+        try:
+            keys = [k[1] for k in self._cache.iterkeys() if isinstance(k, tuple) and k[0] == "meta"]
+        except (OSError, sqlite3.Error) as exc:
+            raise LearnedStoreError(f"learned labels store {self.directory}: cannot read ({exc})") from None
+        return sorted(k for k in keys if isinstance(k, str) and k.split(".", 1)[0] == str(project_id))
 
     @property
     def where(self) -> str:
         return str(self.directory)
 
-    def apply(self, project: int, annotation_id: int, contribution: Contribution) -> Applied:
+    def apply(self, project: str, annotation_id: int, contribution: Contribution) -> Applied:
         try:
             with self._lock, self._cache.transact():
                 counts: dict[str, int] = self._cache.get(("counts", project), {})
@@ -117,7 +139,7 @@ class DiskLearnedStore:
         except (OSError, sqlite3.Error) as exc:
             raise LearnedStoreError(f"learned labels store {self.directory}: cannot write ({exc})") from None
 
-    def evidence(self, project: int) -> Evidence:
+    def evidence(self, project: str) -> Evidence:
         try:
             counts = self._cache.get(("counts", project), {})
             meta = {**_NEW_META, **self._cache.get(("meta", project), {})}
@@ -125,7 +147,7 @@ class DiskLearnedStore:
             raise LearnedStoreError(f"learned labels store {self.directory}: cannot read ({exc})") from None
         return Evidence.from_counts(counts, meta["annotations"], meta["generation"])
 
-    def next_generation(self, project: int) -> int:
+    def next_generation(self, project: str) -> int:
         try:
             with self._lock, self._cache.transact():
                 meta = {**_NEW_META, **self._cache.get(("meta", project), {})}
@@ -136,6 +158,8 @@ class DiskLearnedStore:
             raise LearnedStoreError(f"learned labels store {self.directory}: cannot write ({exc})") from None
 
     def close(self) -> None:
+        if self._memos is not None:
+            self._memos.close()
         self._cache.close()
 
 
@@ -172,12 +196,24 @@ class RedisLearnedStore:
         self._shared = shared
         self.every = every
         self._apply = shared.client.register_script(_APPLY)
+        self._memos = RedisMemoStore(shared)
+
+    def memos(self) -> MemoStore:
+        """Answered regions' memos, in the same Redis: any replica may receive the annotation."""
+        return self._memos
+
+    def projects(self, project_id: int) -> list[str]:
+        """Every stored project key of a Label Studio project id (one per Label Studio instance)."""
+        with self._call("read") as client:
+            keys = list(client.scan_iter(match=f"{REDIS_PREFIX}{project_id}*:meta", count=500))
+        names = [(k.decode() if isinstance(k, bytes) else k)[len(REDIS_PREFIX) : -len(":meta")] for k in keys]
+        return sorted(n for n in names if n.split(".", 1)[0] == str(project_id))
 
     @property
     def where(self) -> str:
         return str(self._shared.where)
 
-    def _keys(self, project: int) -> list[str]:
+    def _keys(self, project: str) -> list[str]:
         base = f"{REDIS_PREFIX}{project}:"
         return [base + "counts", base + "contributions", base + "meta"]
 
@@ -190,7 +226,7 @@ class RedisLearnedStore:
         except SharedStoreError as exc:
             raise LearnedStoreError(f"learned labels: cannot {what}: {exc}") from None
 
-    def apply(self, project: int, annotation_id: int, contribution: Contribution) -> Applied:
+    def apply(self, project: str, annotation_id: int, contribution: Contribution) -> Applied:
         payload = json.dumps(dict(contribution.counts), separators=(",", ":"))
         with self._call("write"):
             annotations, generation, moved = self._apply(
@@ -198,7 +234,7 @@ class RedisLearnedStore:
             )
         return Applied(int(annotations), int(generation), bool(moved))
 
-    def evidence(self, project: int) -> Evidence:
+    def evidence(self, project: str) -> Evidence:
         counts_key, contrib_key, meta_key = self._keys(project)
         with self._call("read") as client:
             pipe = client.pipeline(transaction=True)
@@ -209,7 +245,7 @@ class RedisLearnedStore:
         parsed = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in counts.items()}
         return Evidence.from_counts(parsed, int(annotations), int(generation or 0))
 
-    def next_generation(self, project: int) -> int:
+    def next_generation(self, project: str) -> int:
         meta_key = self._keys(project)[2]
         with self._call("write") as client:
             pipe = client.pipeline(transaction=True)

@@ -5,30 +5,30 @@ the way ``/predict`` searches it (same query, so the core client's cache answers
 predicted before). ``Choices``: the labels chosen go with the signals of the top-k similar images.
 ``RectangleLabels``: each annotator box goes with the class of the near-duplicate's detection it
 overlaps (IoU at least ``SIMAGES_LEARN_MIN_IOU``); a detection no box took counts for its class
-alone. Classes an explicit mapping decides are not learned. A skipped annotation, or one whose
+alone. An annotator box no near-duplicate detection took goes with the class of the region the
+backend answered interactively there (``region_memos``: no new search), and so does an annotator
+keypoint of a ``KeyPointLabels``. Classes an explicit mapping decides are not learned. A skipped annotation, or one whose
 labels are all gone, takes back what it taught.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from simages_core import Query, SearchResult
-from simages_core.boxes import LabelStudioBox, from_label_studio, scale_box
+from simages_core.boxes import scale_box
 
 from .context import BackendContext
 from .label_config import ImageTarget, LabelControl, ProjectSchema
-from .learned_labels import (
-    Contribution,
-    ContributionPart,
-    class_signals,
-    image_signals,
-    match_boxes,
-)
-from .learned_store import Applied
+from .learned_labels import Contribution, ContributionPart, class_signals, image_signals
+from .learned_store import Applied, LearnedStoreError
 from .predictions import near_duplicate
+from .region_controls import RegionControl
+from .region_memo_store import MemoStoreError
+from .region_memos import RegionMemo, annotated_regions, latest, memo_parts, pair_by_iou
 from .task_images import TaskImageError, image_ref
 from .webhook_events import SubmittedAnnotation
 
@@ -53,9 +53,9 @@ class Learned:
     """Observations counted (a Choices answer, an annotator box, an unclaimed detection)."""
 
 
-def learnable(schema: ProjectSchema) -> bool:
-    """Whether a config has anything to learn: a served control on an ``<Image>``."""
-    return any(target.choices or target.rectangles for target in schema.targets)
+def learnable(schema: ProjectSchema, keypoints: Sequence[RegionControl] = ()) -> bool:
+    """Whether a config has anything to learn: a served control, or a KeyPointLabels, on an ``<Image>``."""
+    return bool(keypoints) or any(target.choices or target.rectangles for target in schema.targets)
 
 
 def search_query(target: ImageTarget, url: str | None, data: bytes | None, top_k: int) -> Query:
@@ -89,67 +89,87 @@ def _choice_parts(
     return [ContributionPart(control.from_name, frozenset(chosen), frozenset(signals))] if signals else []
 
 
-def _annotator_boxes(
-    control: LabelControl, answered: list[dict[str, Any]]
-) -> tuple[list[tuple[str, tuple[float, float, float, float]]], tuple[int, int] | None]:
-    boxes = []
-    size = None
-    for item in answered:
-        value = item["value"]
-        labels = [str(label) for label in value.get("rectanglelabels") or () if str(label) in control.labels]
-        try:
-            width, height = int(item["original_width"]), int(item["original_height"])
-            box = from_label_studio(
-                LabelStudioBox(
-                    float(value["x"]),
-                    float(value["y"]),
-                    float(value["width"]),
-                    float(value["height"]),
-                    width,
-                    height,
-                )
-            )
-        except (KeyError, TypeError, ValueError):
-            continue  # a region this backend cannot place teaches nothing
-        size = (width, height)
-        boxes += [(label, box) for label in labels[:1]]
-    return boxes, size
-
-
 def _box_parts(
-    control: LabelControl, answered: list[dict[str, Any]], found: SearchResult, ctx: BackendContext
+    control: LabelControl,
+    answered: list[dict[str, Any]],
+    found: SearchResult,
+    ctx: BackendContext,
+    memos: list[RegionMemo],
 ) -> list[ContributionPart]:
-    boxes, size = _annotator_boxes(control, answered)
+    """Annotator boxes paired with a near-duplicate's detections, then the rest with remembered regions."""
+    fraction, min_iou = ctx.settings.region_point_window, ctx.settings.learn_min_iou
+    boxes, size = annotated_regions(answered, control.from_name, "rectangle", control.labels, fraction)
     if size is None:
         return []
+    parts: list[ContributionPart] = []
+    taken: set[int] = set()
     match = near_duplicate(found, size, ctx.thresholds)
-    if match is None or not match.width or not match.height:
-        return []  # no near-duplicate: its detections would not be where the annotator drew
-    sx, sy = size[0] / match.width, size[1] / match.height
-    explicit = control.class_to_label.keys()
-    detections = [
-        (det, scale_box(det.box, sx, sy))
-        for det in match.detections or ()
-        if det.score >= ctx.thresholds.min_detection_score and det.name.lower() not in explicit
-    ]
-    matched, unmatched = match_boxes(boxes, detections, ctx.settings.learn_min_iou)
-    parts = [
-        ContributionPart(control.from_name, frozenset({label}), frozenset(class_signals(c)))
-        for label, c in matched
-    ]
-    parts += [
-        ContributionPart(control.from_name, frozenset(), frozenset(class_signals(c))) for c in unmatched
-    ]
-    return parts
+    # Without a near-duplicate, detections would not be where the annotator drew: memos only.
+    if match is not None and match.width and match.height:
+        sx, sy = size[0] / match.width, size[1] / match.height
+        explicit = control.class_to_label.keys()
+        detections = [
+            (det.name.lower(), scale_box(det.box, sx, sy))
+            for det in match.detections or ()
+            if det.score >= ctx.thresholds.min_detection_score and det.name.lower() not in explicit
+        ]
+        pairs = pair_by_iou([box for _, box in boxes], [box for _, box in detections], min_iou)
+        taken = {i for i, _ in pairs}
+        parts += [
+            ContributionPart(
+                control.from_name, frozenset({boxes[i][0]}), frozenset(class_signals(detections[j][0]))
+            )
+            for i, j in pairs
+        ]
+        # A detection no annotator box took is evidence too: its class went with no label of this control.
+        used = {j for _, j in pairs}
+        parts += [
+            ContributionPart(control.from_name, frozenset(), frozenset(class_signals(name)))
+            for j, (name, _) in enumerate(detections)
+            if j not in used
+        ]
+    rest = [box for i, box in enumerate(boxes) if i not in taken]
+    return parts + memo_parts(control.from_name, "rectangle", rest, size, memos, min_iou)
+
+
+def _keypoint_parts(
+    control: RegionControl, annotation: SubmittedAnnotation, memos: list[RegionMemo], ctx: BackendContext
+) -> list[ContributionPart]:
+    """Annotator keypoints paired with remembered smart keypoints (by their crop windows' IoU)."""
+    fraction = ctx.settings.region_point_window
+    points, size = annotated_regions(
+        annotation.result, control.from_name, "keypoint", control.labels, fraction
+    )
+    if size is None:
+        return []
+    return memo_parts(control.from_name, "keypoint", points, size, memos, ctx.settings.learn_min_iou)
+
+
+def recalled(project: str, annotation: SubmittedAnnotation, ctx: BackendContext) -> list[RegionMemo]:
+    """The regions answered interactively on the annotation's task (``LearnedStoreError`` if unreadable)."""
+    try:
+        return latest(ctx.learned_store().memos().recall(project, annotation.task_id))
+    except MemoStoreError as exc:
+        raise LearnedStoreError(str(exc)) from None
 
 
 def contribution_of(
-    annotation: SubmittedAnnotation, schema: ProjectSchema, ctx: BackendContext
+    annotation: SubmittedAnnotation,
+    schema: ProjectSchema,
+    ctx: BackendContext,
+    memos: list[RegionMemo] | None = None,
+    keypoints: Sequence[RegionControl] = (),
 ) -> Contribution:
-    """The evidence an annotation adds; searching its task's image once per ``<Image>`` it answers."""
+    """The evidence an annotation adds; searching its task's image once per ``<Image>`` it answers.
+
+    ``memos``: the regions answered interactively on its task; ``keypoints``: the config's KeyPointLabels.
+    """
     if annotation.cancelled:
         return Contribution()
+    memos = memos or []
     parts: list[ContributionPart] = []
+    for keypoint in keypoints:
+        parts += _keypoint_parts(keypoint, annotation, memos, ctx)
     for target in schema.targets:
         answers = {
             control.from_name: _answered(control, annotation.result, control.kind)
@@ -162,7 +182,7 @@ def contribution_of(
             if answers[control.from_name] or control.multiple:
                 parts += _choice_parts(control, answers[control.from_name], found, ctx)
         for control in target.rectangles:
-            parts += _box_parts(control, answers[control.from_name], found, ctx)
+            parts += _box_parts(control, answers[control.from_name], found, ctx, memos)
     return Contribution.build(parts)
 
 
@@ -179,10 +199,15 @@ def _search(annotation: SubmittedAnnotation, target: ImageTarget, ctx: BackendCo
 
 
 def learn(
-    project: int, annotation: SubmittedAnnotation, schema: ProjectSchema, ctx: BackendContext
+    project: str,
+    annotation: SubmittedAnnotation,
+    schema: ProjectSchema,
+    ctx: BackendContext,
+    keypoints: Sequence[RegionControl] = (),
 ) -> Learned:
     """Replace what ``annotation`` taught the project with what it teaches now (store errors propagate)."""
-    contribution = contribution_of(annotation, schema, ctx)
+    memos = recalled(project, annotation, ctx) if not annotation.cancelled else []
+    contribution = contribution_of(annotation, schema, ctx, memos, keypoints)
     applied = ctx.learned_store().apply(project, annotation.id, contribution)
     parts = sum(v for k, v in contribution.counts.items() if k.startswith("s"))
     logger.info(
@@ -196,7 +221,7 @@ def learn(
     return Learned(annotation.id, applied, parts)
 
 
-def forget(project: int, annotation_ids: tuple[int, ...], ctx: BackendContext) -> Applied | None:
+def forget(project: str, annotation_ids: tuple[int, ...], ctx: BackendContext) -> Applied | None:
     """Take back what deleted annotations taught (an id never learned from changes nothing)."""
     applied = None
     for annotation_id in annotation_ids:

@@ -26,7 +26,7 @@ from .context import (
     AccountError,
     BackendContext,
     model_version_for,
-    project_id,
+    project_key,
     raise_if_account_error,
 )
 from .label_config import ImageTarget, parse_label_config
@@ -102,7 +102,7 @@ class SimilarImagesBackend(LabelStudioMLBase):
     def version_for(self, project: object) -> str:
         """The ``model_version`` of this config for a project: with its learned generation, if any."""
         return model_version_for(
-            self.schema, self.context.client.base_url, self.context.evidence(project_id(project))
+            self.schema, self.context.client.base_url, self.context.evidence(project_key(project))
         )
 
     def predict(
@@ -115,7 +115,7 @@ class SimilarImagesBackend(LabelStudioMLBase):
         """
         if project is None and tasks:
             project = tasks[0].get("project")
-        learned = self.context.evidence(project_id(project)) if self.schema.servable else None
+        learned = self.context.evidence(project_key(project)) if self.schema.servable else None
         version = model_version_for(self.schema, self.context.client.base_url, learned)
         if not self.schema.servable:
             logger.warning(

@@ -21,6 +21,7 @@ from .context import BackendContext, model_version_for
 from .label_config import ProjectSchema
 from .learned_store import LearnedStoreError
 from .learning import LearningError, forget, learn, learnable
+from .region_controls import region_controls
 from .webhook_events import DELETED_ACTION, LEARNED_ACTIONS, TRAIN_ACTION, WebhookEvent
 
 logger = logging.getLogger("simages_label_studio")
@@ -35,7 +36,10 @@ def _ignored(reason: str) -> Answer:
 def handle_webhook(
     event: WebhookEvent, schema_for: Callable[[str], ProjectSchema], ctx: BackendContext
 ) -> Answer:
-    """The answer to one event; ``schema_for`` parses a label config (cached, a 400 when it is not XML)."""
+    """The answer to one event; ``schema_for`` parses a label config (cached, a 400 when it is not XML).
+
+    Learned state is kept under the project's uid (``WebhookProject.key``), as ``/predict`` names it.
+    """
     if event.action not in (*LEARNED_ACTIONS, DELETED_ACTION, TRAIN_ACTION):
         logger.debug("webhook %s ignored: nothing to learn from it", event.action)
         return _ignored(f"{event.action} teaches nothing")
@@ -44,19 +48,27 @@ def handle_webhook(
     if not project.label_config:
         return {"error": f"a {event.action} event must carry 'project.label_config'", "status": 400}, 400
     schema = schema_for(project.label_config)
-    if not learnable(schema):
-        return _ignored("the project's label config has no Choices or RectangleLabels on an <Image> to learn")
+    keypoints = [
+        c
+        for c in region_controls(schema, project.label_config, ctx.settings.label_map).values()
+        if c.shape == "keypoint"
+    ]
+    if not learnable(schema, keypoints):
+        return _ignored(
+            "the project's label config has no Choices, RectangleLabels or KeyPointLabels on an <Image> to learn"
+        )
+    key = project.key
     try:
         if event.action == TRAIN_ACTION:
-            generation = ctx.learned_store().next_generation(project.id)
+            generation = ctx.learned_store().next_generation(key)
             logger.info(
                 "project %s: START_TRAINING, learned labels now generation %d", project.id, generation
             )
         elif event.action == DELETED_ACTION:
-            forget(project.id, event.deleted, ctx)
+            forget(key, event.deleted, ctx)
         else:
             for annotation in event.annotations:
-                learn(project.id, annotation, schema, ctx)
+                learn(key, annotation, schema, ctx, keypoints)
     except LearningError as exc:
         logger.warning("project %s: cannot learn from %s: %s", project.id, event.action, exc)
         return {"error": str(exc), "status": exc.status}, exc.status
@@ -64,7 +76,7 @@ def handle_webhook(
         message = ctx.redact(str(exc))
         logger.warning("project %s: %s", project.id, message)
         return {"error": message, "status": 503}, 503
-    evidence = ctx.evidence(project.id)
+    evidence = ctx.evidence(key)
     return {
         "status": "ok",
         "action": event.action,

@@ -13,6 +13,7 @@ from typing import Any
 
 from werkzeug.exceptions import BadRequest
 
+from .context import project_key
 from .wire import _kind, _object
 
 
@@ -22,6 +23,13 @@ class WebhookProject:
 
     id: int
     label_config: str | None = None
+    created_at: str | None = None
+    """With ``id``, Label Studio's project uid (``context.project_key``): one instance's project 7 is
+    not another's."""
+
+    @property
+    def key(self) -> str:
+        return project_key(self.id, self.created_at) or str(self.id)
 
     @classmethod
     def from_json(cls, document: Any) -> WebhookProject:
@@ -36,7 +44,8 @@ class WebhookProject:
             raise BadRequest(
                 f"'project.label_config' must be a string when given, got a JSON {_kind(config)}"
             )
-        return cls(project_id, config)
+        created_at = body.get("created_at")
+        return cls(project_id, config, created_at if isinstance(created_at, str) else None)
 
 
 def _integer(body: dict[str, Any], key: str, where: str) -> int:

@@ -192,26 +192,26 @@ def store(request, tmp_path):
 
 def test_an_updated_annotation_replaces_what_it_taught_and_a_deleted_one_takes_it_back(store):
     cat = class_signal("cat")
-    store.apply(7, 1, Contribution.build([choice("scene", {"Animal"}, cat)]))
-    store.apply(7, 1, Contribution.build([choice("scene", {"Space"}, cat)]))  # the same annotation, updated
-    evidence = store.evidence(7)
+    store.apply("7", 1, Contribution.build([choice("scene", {"Animal"}, cat)]))
+    store.apply("7", 1, Contribution.build([choice("scene", {"Space"}, cat)]))  # the same annotation, updated
+    evidence = store.evidence("7")
     assert evidence.annotations == 1
     assert dict(evidence.control("scene").pairs) == {("Space", cat): 1}
     assert dict(evidence.control("scene").signals) == {cat: 1}
-    store.apply(7, 1, Contribution())  # deleted (or skipped)
-    assert store.evidence(7).annotations == 0 and not store.evidence(7).controls
-    assert store.evidence(8).annotations == 0  # projects are apart
+    store.apply("7", 1, Contribution())  # deleted (or skipped)
+    assert store.evidence("7").annotations == 0 and not store.evidence("7").controls
+    assert store.evidence("8").annotations == 0  # projects are apart
 
 
 def test_the_generation_moves_every_n_new_annotations_and_on_training(store):
     cat = class_signal("cat")
     moves = [
-        store.apply(1, n, Contribution.build([choice("scene", {"Animal"}, cat)])).moved for n in range(7)
+        store.apply("1", n, Contribution.build([choice("scene", {"Animal"}, cat)])).moved for n in range(7)
     ]
     assert moves == [False, False, True, False, False, True, False]
-    store.apply(1, 0, Contribution.build([choice("scene", {"Space"}, cat)]))  # an update is not new
-    assert store.evidence(1).generation == 2
-    assert store.next_generation(1) == 3 and store.evidence(1).generation == 3
+    store.apply("1", 0, Contribution.build([choice("scene", {"Space"}, cat)]))  # an update is not new
+    assert store.evidence("1").generation == 2
+    assert store.next_generation("1") == 3 and store.evidence("1").generation == 3
 
 
 def test_concurrent_webhooks_count_every_annotation_exactly_once(store):
@@ -219,15 +219,15 @@ def test_concurrent_webhooks_count_every_annotation_exactly_once(store):
 
     def send(start: int) -> None:
         for n in range(start, start + 25):
-            store.apply(3, n, Contribution.build([choice("scene", {"Animal"}, cat)]))
-            store.apply(3, n, Contribution.build([choice("scene", {"Animal"}, cat)]))  # replayed
+            store.apply("3", n, Contribution.build([choice("scene", {"Animal"}, cat)]))
+            store.apply("3", n, Contribution.build([choice("scene", {"Animal"}, cat)]))  # replayed
 
     threads = [threading.Thread(target=send, args=(k * 25,)) for k in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    evidence = store.evidence(3)
+    evidence = store.evidence("3")
     assert evidence.annotations == 100
     assert evidence.control("scene").pairs[("Animal", cat)] == 100 and evidence.generation == 100 // 3
 

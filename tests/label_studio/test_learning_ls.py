@@ -29,6 +29,8 @@ CONFIG = """<View><Image name="image" value="$image"/>
 </View>"""
 TEACH = {"chelsea.jpg": ("Animal", {"cat": "Pet"}), "coffee.jpg": ("Breakfast", {"cup": "Dish"})}
 ASK = ("chelsea_flipped.jpg", "coffee_resized.jpg")
+UIDS: dict[int, str] = {}
+"""Project id -> Label Studio's project uid, which keys learned labels (one instance's 7 is not another's)."""
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
@@ -67,11 +69,17 @@ def annotation_result(local_api, file_name: str, choice: str, boxes: dict[str, s
     return result
 
 
+def project_uid(label_studio, project: int) -> str:
+    """How Label Studio names the project to the backend (``MLApi._create_project_uid``)."""
+    created = label_studio.sdk().projects.get(id=project).created_at
+    return f"{project}.{int(created.timestamp())}"
+
+
 def predict(backend, project: int, tasks: dict[str, int], file_name: str, local_api) -> dict:
     task = {"id": tasks[file_name], "project": project, "data": {"image": local_api.image_url(file_name)}}
     response = requests.post(
         f"{backend.url}/predict",
-        json={"tasks": [task], "label_config": CONFIG, "project": f"{project}.1"},
+        json={"tasks": [task], "label_config": CONFIG, "project": UIDS[project]},
         timeout=60,
     )
     assert response.status_code == 200, response.text
@@ -91,10 +99,11 @@ def make_project(label_studio, local_api, title: str) -> tuple[int, dict[str, in
         id=project.id, request=[{"data": {"image": local_api.image_url(f)}} for f in files]
     )
     urls = {local_api.image_url(f): f for f in files}
+    UIDS[project.id] = project_uid(label_studio, project.id)
     return project.id, {urls[t.data["image"]]: t.id for t in ls.tasks.list(project=project.id)}
 
 
-def labels_cli(env: dict[str, str], project: int) -> dict:
+def labels_cli(env: dict[str, str], project: int | str) -> dict:
     run = subprocess.run(
         [sys.executable, "-m", "simages_label_studio", "labels", "--project", str(project), "--json"],
         env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
@@ -157,7 +166,7 @@ def test_annotations_through_label_studio_teach_the_backend(label_studio, local_
         assert train.status_code == 200, train.text
         wait_for("generation 1", lambda: labels_cli(home_env, project)["generation"] == 1)
         setup = requests.post(
-            f"{backend.url}/setup", json={"schema": CONFIG, "project": f"{project}.1"}, timeout=30
+            f"{backend.url}/setup", json={"schema": CONFIG, "project": UIDS[project]}, timeout=30
         )
         assert setup.json()["model_version"].endswith("/learned-1")
     finally:
