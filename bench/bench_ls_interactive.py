@@ -133,6 +133,9 @@ def main() -> int:
                         body = {
                             "tasks": [task],
                             "label_config": CONFIG,
+                            # As Label Studio names the project: its learned labels are read and
+                            # each answered box is remembered for the annotation (region_memos).
+                            "project": "1.1796601402",
                             "params": {"context": {"result": [region]}},
                         }
                         started = time.perf_counter()
