@@ -44,6 +44,7 @@ from ._outcomes import (
     Progress,
     RankedImage,
 )
+from ._panel import OpenPanelInGrid, OpenPanelInModal, SimilarImagesPanel
 from ._param_errors import ParamError
 from ._python_api import expand_dataset, find_similar, import_similar
 from ._search import find_similar_with
@@ -57,9 +58,12 @@ __all__ = [
     "FindSimilarResult",
     "ImportSimilar",
     "ImportSimilarResult",
+    "OpenPanelInGrid",
+    "OpenPanelInModal",
     "ParamError",
     "Progress",
     "RankedImage",
+    "SimilarImagesPanel",
     "expand_dataset",
     "find_similar",
     "import_similar",
@@ -278,3 +282,6 @@ def register(p: Any) -> None:
     p.register(FindSimilar)
     p.register(ImportSimilar)
     p.register(ExpandDataset)
+    p.register(SimilarImagesPanel)
+    p.register(OpenPanelInGrid)
+    p.register(OpenPanelInModal)

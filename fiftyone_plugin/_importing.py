@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -26,7 +26,14 @@ from simages_core.fetch import Fetcher
 from simages_core.identity import CopyIndex, Fingerprint, FingerprintCache
 
 from ._downloads import DownloadJob, DownloadOutcome, iter_downloads
-from ._outcomes import FailedDownload, ImportSimilarResult, Progress, RankedImage
+from ._outcomes import (
+    FailedDownload,
+    FindSimilarResult,
+    ImportSimilarResult,
+    Progress,
+    QueryRegion,
+    RankedImage,
+)
 from ._params import ImportOptions, SearchParams
 from ._provenance import existing_keys, record_run, run_tag
 from ._ranking import ClassFilter
@@ -83,6 +90,22 @@ def iter_import(
     planned = plan_queries(collection, params)
     yield Progress(0.0, f"Searching ({len(planned)} quer{'y' if len(planned) == 1 else 'ies'})")
     found = run_search(client, planned)
+    regions = [label.region for label, _ in planned if label.region is not None]
+    yield from iter_import_found(collection, found, params, options, regions, now=now)
+
+
+def iter_import_found(
+    collection: foc.SampleCollection,
+    found: FindSimilarResult,
+    params: SearchParams,
+    options: ImportOptions,
+    regions: Sequence[QueryRegion] = (),
+    *,
+    now: datetime | None = None,
+) -> Generator[Progress | ImportSimilarResult, None, None]:
+    """Import results already found (``params`` is the search that found them, ``regions`` its
+    detections): what ``iter_import`` does after its search, and what the panel's "Import
+    selected" runs on the ticked results, so both skip, screen, download and record alike."""
     now = now or datetime.now(timezone.utc)
     tag = run_tag(now)
     # A new dataset is created only when there is something to put in it: a run that imports
@@ -133,7 +156,6 @@ def iter_import(
         fingerprints_computed=target_prints.computed,
         unreadable_samples=target_prints.unreadable,
     )
-    regions = [label.region for label, _ in planned if label.region is not None]
     result = replace(result, run_key=record_run(result, params, options, regions))
     yield Progress(1.0, result.summary())
     yield result

@@ -26,6 +26,9 @@ def test_every_operator_class_is_listed():
             simages_fiftyone.FindSimilar,
             simages_fiftyone.ImportSimilar,
             simages_fiftyone.ExpandDataset,
+            simages_fiftyone.OpenPanelInGrid,
+            simages_fiftyone.OpenPanelInModal,
         )
     )
     assert sorted(manifest()["operators"]) == registered
+    assert manifest()["panels"] == [simages_fiftyone.SimilarImagesPanel().config.name]

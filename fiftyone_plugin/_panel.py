@@ -1,0 +1,126 @@
+"""The Similar Images panel (modal and grid) and the buttons that open it.
+
+In the modal the panel follows the sample in front of the user (``on_change_current_sample``)
+and its selected detections (``on_change_selected_labels``); in the grid it searches with a text
+or the selected samples when asked (a selection made one click at a time must not send a request
+per click). The work is in ``_panel_actions`` (search, cache, import) and what is shown in
+``_panel_render``; this module wires FiftyOne's events to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import _panel_actions as actions
+from ._panel_cache import COUNTS
+from ._panel_render import Handlers, render
+
+PANEL_NAME = "similar_images_panel"
+PANEL_LABEL = "Similar images"
+PANEL_ICON = "image_search"
+
+
+class SimilarImagesPanel(foo.Panel):
+    """Neighbours of the sample in front of you (modal), or of a text or the selected samples (grid);
+    tick results and import them with labels."""
+
+    @property
+    def config(self) -> foo.PanelConfig:
+        return foo.PanelConfig(
+            name=PANEL_NAME,
+            label=PANEL_LABEL,
+            icon=PANEL_ICON,
+            surfaces="grid modal",
+            help_markdown=(
+                "Similar images from the Similar Images API (simages.info) or a local simages-server. "
+                "In the sample modal: the neighbours of the open sample, or of its selected detections. "
+                "In the grid: a text prompt or the selected samples. Tick results and **Import selected** "
+                "adds them as samples with their detections and provenance; click a thumbnail for the full image."
+            ),
+        )
+
+    def on_load(self, ctx: Any) -> None:
+        ctx.panel.state.set({"imported": {}})
+        actions.refresh_usage(ctx)
+        if ctx.current_sample:
+            actions.search_modal(ctx)
+
+    def on_change_current_sample(self, ctx: Any) -> None:
+        actions.search_modal(ctx)
+
+    def on_change_selected_labels(self, ctx: Any) -> None:
+        if ctx.current_sample:
+            actions.search_modal(ctx)
+
+    def num_similar_changed(self, ctx: Any) -> None:
+        actions.search_again(ctx)
+
+    def on_pick(self, ctx: Any) -> None:
+        """A tick changed: the state holds it already; rendering again updates the import button's count."""
+
+    def search_text(self, ctx: Any) -> None:
+        actions.search_text(ctx)
+
+    def search_selected(self, ctx: Any) -> None:
+        actions.search_selected(ctx)
+
+    def import_selected(self, ctx: Any) -> dict[str, Any] | None:
+        result = actions.import_selected(ctx)
+        return result.to_dict() if result is not None else None
+
+    def render(self, ctx: Any) -> types.Property:
+        return render(
+            ctx.panel_state,
+            modal=bool(ctx.current_sample),
+            selected=len(ctx.selected or ()),
+            usage=(COUNTS.sent(str(ctx.panel_id)), COUNTS.free_left),
+            on=Handlers(
+                on_pick=self.on_pick,
+                import_selected=self.import_selected,
+                search_text=self.search_text,
+                search_selected=self.search_selected,
+                on_num_similar=self.num_similar_changed,
+            ),
+        )
+
+
+class _OpenPanel(foo.Operator):
+    """A button that opens the panel where the user is (the App opens it in the modal when one is open)."""
+
+    place: types.Places
+
+    def resolve_placement(self, ctx: Any) -> types.Placement:
+        return types.Placement(
+            self.place,
+            types.Button(label="Similar images", icon=PANEL_ICON, prompt=False),
+        )
+
+    def execute(self, ctx: Any) -> None:
+        ctx.ops.open_panel(PANEL_NAME, layout="horizontal", is_active=True)
+
+
+class OpenPanelInModal(_OpenPanel):
+    place = types.Places.SAMPLES_VIEWER_ACTIONS
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="open_similar_images_panel_modal",
+            label="Open the Similar images panel (sample viewer)",
+            unlisted=True,
+        )
+
+
+class OpenPanelInGrid(_OpenPanel):
+    place = types.Places.SAMPLES_GRID_ACTIONS
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="open_similar_images_panel",
+            label="Open the Similar images panel",
+            unlisted=True,
+        )
