@@ -54,7 +54,13 @@ from ._params import ExpandParams, ImportOptions
 from ._provenance import existing_keys, run_tag
 from ._ranking import ClassFilter
 from ._samples import SampleSpec
-from ._screening import CopyScreen, TargetFingerprints, ThumbnailPrints, iter_target_fingerprints
+from ._screening import (
+    CopyScreen,
+    TargetFingerprints,
+    ThumbnailPrints,
+    iter_target_fingerprints,
+    start_worker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +151,8 @@ def iter_expand(
     fetcher = Fetcher(
         options.policy.fetch_policy(), pool_size=max(options.policy.max_workers, 1) + thumbnail_fetches
     )
-    thumbnails = ThumbnailPrints(fetcher, thumbnail_fetches) if options.screen_copies else None
+    worker = start_worker(options.policy.fetch_policy(), thumbnail_fetches) if options.screen_copies else None
+    thumbnails = ThumbnailPrints(fetcher, thumbnail_fetches, worker) if options.screen_copies else None
     screen: CopyScreen | None = None
     target_prints = TargetFingerprints(CopyIndex(options.copy_threshold))
 
@@ -179,7 +186,10 @@ def iter_expand(
             if options.screen_copies and screen is None:
                 # The target's fingerprints are computed once the first searches are in flight.
                 target_prints = yield from iter_target_fingerprints(
-                    target, options.copy_threshold, span=(len(record.done) / max(plan.total, 1),) * 2
+                    target,
+                    options.copy_threshold,
+                    span=(len(record.done) / max(plan.total, 1),) * 2,
+                    worker=worker,
                 )
                 screen = CopyScreen(target_prints.index)
             batch = pending.popleft()
@@ -208,6 +218,8 @@ def iter_expand(
         pool.shutdown(wait=True, cancel_futures=True)
         if thumbnails is not None:
             thumbnails.close()
+        if worker is not None:
+            worker.close()
         fetcher.close()
     yield ExpandResult(
         dataset_name=plan.target_name,

@@ -10,6 +10,7 @@ what the same run already accepted.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +20,8 @@ from pathlib import Path
 import fiftyone as fo
 
 from simages_core import SearchResult, SimilarImage, SimilarImagesError
-from simages_core.fetch import Fetcher
+from simages_core.fetch import Fetcher, FetchPolicy
+from simages_core.fingerprint_worker import FingerprintWorker
 from simages_core.identity import (
     COPY_DISTANCE,
     CopyIndex,
@@ -32,6 +34,8 @@ from simages_core.identity import (
 )
 
 from ._outcomes import FindSimilarResult, Progress
+
+logger = logging.getLogger("simages_fiftyone")
 
 FINGERPRINT_FIELD = "simages_fingerprint"
 FINGERPRINT_BATCH = 256
@@ -69,8 +73,11 @@ def iter_target_fingerprints(
     span: tuple[float, float] = (0.0, 1.0),
     max_workers: int = FINGERPRINT_WORKERS,
     batch_size: int = FINGERPRINT_BATCH,
+    worker: FingerprintWorker | None = None,
 ) -> Generator[Progress, None, TargetFingerprints]:
     """Fingerprint the samples of ``dataset`` lacking one (stored in ``simages_fingerprint``), in batches.
+
+    In ``worker`` when given (an expansion's worker process), else on ``max_workers`` threads.
 
     Yields ``Progress`` within ``span`` after each batch and returns every fingerprint in a
     ``CopyIndex`` keyed by sample id. Only that field is written, and only on samples that lacked
@@ -99,7 +106,11 @@ def iter_target_fingerprints(
     with ThreadPoolExecutor(max(1, min(max_workers, len(missing))), thread_name_prefix="simages-fp") as pool:
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
-            prints = list(pool.map(file_fingerprint, [path for _, path in chunk]))
+            paths = [path for _, path in chunk]
+            if worker is not None:
+                prints = [future.result() for future in [worker.file(path) for path in paths]]
+            else:
+                prints = list(pool.map(file_fingerprint, paths))
             found = {
                 sample_id: fp for (sample_id, _), fp in zip(chunk, prints, strict=True) if fp is not None
             }
@@ -180,36 +191,70 @@ def thumbnail_fingerprints(
     return fingerprint_results(images, fetcher, cache=cache, max_workers=max_workers)
 
 
+def start_worker(policy: FetchPolicy, concurrency: int) -> FingerprintWorker | None:
+    """The run's fingerprint worker process, or ``None`` (screening then hashes on the run's threads)
+    when the policy cannot travel to one (an injected resolver) or the process cannot start."""
+    if policy.resolver is not None:
+        return None
+    try:
+        return FingerprintWorker(policy, concurrency=concurrency)
+    except OSError as exc:
+        logger.warning("fingerprint worker not started (%s): screening on this process's threads", exc)
+        return None
+
+
 class ThumbnailPrints:
     """Thumbnail fingerprints of search results, fetched in the background as each search answers.
 
     ``start`` is called when a search finishes (a future's callback), so the thumbnails of one batch
-    are fetched while the rest of it is still searching, on the run's shared ``Fetcher``; ``take``
-    waits for one image's fingerprint when the batch is screened. One task per
-    thumbnail on the pool (one image per task, so the pool's size is the number of thumbnails in
-    flight, and a thumbnail starts as soon as its search answers rather than behind its answer's others).
+    are fetched while the rest of it is still searching; ``take`` waits for one image's fingerprint
+    when the batch is screened. Fetching and hashing run in the run's ``FingerprintWorker`` process
+    when there is one (they would otherwise hold this process's GIL while it downloads and adds
+    samples), else one thumbnail per task on ``workers`` threads with the run's ``Fetcher``.
     """
 
-    def __init__(self, fetcher: Fetcher, workers: int) -> None:
+    def __init__(self, fetcher: Fetcher, workers: int, worker: FingerprintWorker | None = None) -> None:
         self._fetcher = fetcher
-        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="simages-thumbs")
+        self._worker = worker
+        self._pool = (
+            None if worker else ThreadPoolExecutor(max(1, workers), thread_name_prefix="simages-thumbs")
+        )
         self._cache = FingerprintCache(50_000)
         self._lock = threading.Lock()
-        self._pending: dict[str, Future[dict[str, Fingerprint]]] = {}
+        self._pending: dict[str, tuple[str, Future[Fingerprint | None]]] = {}
 
     def start(self, images: Sequence[SimilarImage]) -> None:
         with self._lock:
             for image in images:
-                if image.id not in self._pending:
-                    self._pending[image.id] = self._pool.submit(
-                        thumbnail_fingerprints, [image], self._fetcher, self._cache, 1
-                    )
+                if image.id in self._pending:
+                    continue
+                url = image.thumbnail_url or image.url
+                cached = self._cache.get(url)
+                future: Future[Fingerprint | None]
+                if cached is not None:
+                    future = Future()
+                    future.set_result(cached)
+                elif self._worker is not None:
+                    future = self._worker.url(url)
+                else:
+                    assert self._pool is not None
+                    future = self._pool.submit(self._here, image)
+                self._pending[image.id] = (url, future)
+
+    def _here(self, image: SimilarImage) -> Fingerprint | None:
+        return thumbnail_fingerprints([image], self._fetcher, self._cache, 1).get(image.id)
 
     def take(self, image_id: str) -> Fingerprint | None:
         """The image's thumbnail fingerprint (waiting for it), or ``None`` if it has none."""
         with self._lock:
-            future = self._pending.pop(image_id, None)
-        return future.result().get(image_id) if future is not None else None
+            pending = self._pending.pop(image_id, None)
+        if pending is None:
+            return None
+        url, future = pending
+        fp = future.result()
+        if fp is not None:
+            self._cache.put(url, fp)
+        return fp
 
     def forget(self, image_ids: Iterable[str]) -> None:
         """Images that need no screening after all (duplicates): their entries are dropped."""
@@ -218,7 +263,8 @@ class ThumbnailPrints:
                 self._pending.pop(image_id, None)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- find results -------------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""The worker process of ``simages_core.fingerprint_worker``: ``python -m simages_core._fingerprint_worker``.
+
+Reads pickled requests from stdin (first the ``FetchPolicy`` and the concurrency, then
+``(token, "url" | "file", value)`` until end of input), answers ``(token, Fingerprint | None)``
+on stdout as each is ready, and exits once every request is answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from ._exceptions import SimilarImagesError
+from .fetch import Fetcher, FetchPolicy, redact_url
+from .identity import Fingerprint, fingerprint
+
+logger = logging.getLogger("simages_core")
+
+
+def serve(requests: BinaryIO, answers: BinaryIO) -> None:
+    policy, concurrency = pickle.load(requests)
+    if not isinstance(policy, FetchPolicy) or not isinstance(concurrency, int) or concurrency < 1:
+        raise SystemExit(2)
+    send_lock = threading.Lock()
+
+    def answer(fetcher: Fetcher, token: int, kind: str, value: str) -> None:
+        fp: Fingerprint | None = None
+        try:
+            fp = fingerprint(fetcher.fetch_bytes(value).data if kind == "url" else Path(value))
+        except (SimilarImagesError, OSError, ValueError) as exc:
+            logger.debug("no fingerprint for %s: %s", redact_url(value) if kind == "url" else value, exc)
+        with send_lock:
+            pickle.dump((token, fp), answers, protocol=pickle.HIGHEST_PROTOCOL)
+            answers.flush()
+
+    with (
+        Fetcher(policy, pool_size=concurrency) as fetcher,
+        ThreadPoolExecutor(concurrency, thread_name_prefix="simages-fp") as pool,
+    ):
+        while True:
+            try:
+                token, kind, value = pickle.load(requests)
+            except EOFError:
+                break  # the caller closed its end: answer what is under way, then exit
+            pool.submit(answer, fetcher, token, kind, value)
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)
