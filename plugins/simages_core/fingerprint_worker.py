@@ -48,6 +48,8 @@ class FingerprintWorker:
         if policy.resolver is not None:
             # An injected resolver (tests) is a function of the caller's; it stays in the caller.
             raise ValueError("a FetchPolicy with an injected resolver cannot be sent to a worker process")
+        if not sys.executable:  # an embedded interpreter: no Python to start
+            raise OSError("no Python executable to start a worker process with (sys.executable is empty)")
         self._lock = threading.Lock()
         self._pending: dict[int, Future[Fingerprint | None]] = {}
         self._next = 0
