@@ -16,11 +16,22 @@ import fiftyone.operators.types as types
 
 from . import _panel_actions as actions
 from ._panel_cache import COUNTS
+from ._panel_events import TURNS
 from ._panel_render import Handlers, render
 
 PANEL_NAME = "similar_images_panel"
 PANEL_LABEL = "Similar images"
 PANEL_ICON = "image_search"
+SEARCH_EVENTS = frozenset(
+    {
+        "on_change_current_sample",
+        "on_change_selected_labels",
+        "num_similar_changed",
+        "search_text",
+        "search_selected",
+    }
+)
+"""Events that replace the answer on screen: one overtaken by a newer one is skipped (``_panel_events``)."""
 
 
 class SimilarImagesPanel(foo.Panel):
@@ -41,6 +52,16 @@ class SimilarImagesPanel(foo.Panel):
                 "adds them as samples with their detections and provenance; click a thumbnail for the full image."
             ),
         )
+
+    def execute(self, ctx: Any) -> Any:
+        """FiftyOne's dispatch of an event to its method (then ``render``), one event of a panel at a time."""
+        method = ctx.params.get("__method__")
+        if not ctx.panel_id or method in (None, "on_startup"):
+            return super().execute(ctx)
+        with TURNS.turn(str(ctx.panel_id), search=method in SEARCH_EVENTS) as overtaken:
+            if overtaken:
+                return None  # a newer search answers; this one leaves the panel as it is
+            return super().execute(ctx)
 
     def on_load(self, ctx: Any) -> None:
         ctx.panel.state.set({"imported": {}})
@@ -76,7 +97,7 @@ class SimilarImagesPanel(foo.Panel):
             ctx.panel_state,
             modal=bool(ctx.current_sample),
             selected=len(ctx.selected or ()),
-            usage=(COUNTS.sent(str(ctx.panel_id)), COUNTS.free_left),
+            usage=COUNTS.usage(str(ctx.panel_id)),
             on=Handlers(
                 on_pick=self.on_pick,
                 import_selected=self.import_selected,

@@ -94,11 +94,10 @@ def show_answer(ctx: Any, make_query: Callable[[], PanelQuery | None]) -> None:
 
 def _count(ctx: Any, searcher: PanelSearcher) -> None:
     """Add what this event sent to the panel's count; refresh today's free requests if a client was made."""
-    COUNTS.add(str(ctx.panel_id), searcher.requests)
+    free = None
     with reporting(ctx):
         free = searcher.free_left()
-        if free is not None:
-            COUNTS.free_left = free
+    COUNTS.add(str(ctx.panel_id), searcher.requests, free)
     searcher.close()
 
 

@@ -76,15 +76,18 @@ class PanelCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sent: dict[str, int] = {}
-        self.free_left: int | None = None
+        self._free_left: dict[str, int] = {}
 
-    def add(self, panel_id: str, requests: int) -> None:
+    def add(self, panel_id: str, requests: int, free_left: int | None = None) -> None:
         with self._lock:
             self._sent[panel_id] = self._sent.get(panel_id, 0) + requests
+            if free_left is not None:
+                self._free_left[panel_id] = free_left
 
-    def sent(self, panel_id: str) -> int:
+    def usage(self, panel_id: str) -> tuple[int, int | None]:
+        """(requests the panel sent, today's free requests left as it last read them)."""
         with self._lock:
-            return self._sent.get(panel_id, 0)
+            return self._sent.get(panel_id, 0), self._free_left.get(panel_id)
 
 
 COUNTS = PanelCounts()

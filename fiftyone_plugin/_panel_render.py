@@ -151,10 +151,15 @@ def _cards(
     copy notes, and a tick box (or where it went, once imported)."""
     grid = types.Object()
     for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            continue  # the state comes back from the browser: a malformed row is not shown
         card = types.Object()
-        caption = [f"#{row['rank']} · score {row['score']:.3f}"]
+        score = row.get("score")
+        caption = [
+            f"#{row.get('rank')}" + (f" · score {score:.3f}" if isinstance(score, (int, float)) else "")
+        ]
         if row.get("notes"):
-            caption.append(row["notes"])
+            caption.append(str(row["notes"]))
         card.str(
             "thumb",
             view=types.ImageView(
@@ -162,7 +167,7 @@ def _cards(
                 description=row.get("classes") or None,
                 width="100%",
                 alt=row["id"],
-                href=row["url"],
+                href=row.get("url"),
             ),
         )
         if row["id"] in imported:

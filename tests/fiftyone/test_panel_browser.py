@@ -65,6 +65,8 @@ def test_panel_in_the_modal_steps_back_from_cache_and_imports_the_ticked_results
             open_dataset(page, App(url, dataset))
             first, second = dataset.values("id")[:2]
             page.locator(LOOKER).first.click()
+            # The modal is ready once its sample is drawn; an action clicked before is not heard yet.
+            expect(page.locator("#modal canvas")).to_have_attribute("canvas-loaded", "true", timeout=60_000)
             expect(page.locator(MODAL_ACTION)).to_be_visible()
             before = server_searches(api_env)
             page.locator(MODAL_ACTION).click()  # the sample viewer's action opens the panel

@@ -16,6 +16,10 @@ import fiftyone as fo
 import pydash
 import pytest
 from fiftyone.operators import execute_operator
+from fo_helpers import coco_boxes, unique_name
+from test_region_queries import make_montage
+
+from simages_server.testing import free_port
 
 pytestmark = [pytest.mark.integration]
 
@@ -25,9 +29,9 @@ PANEL_URI = "@simages/similar-images/similar_images_panel"
 class PanelDriver:
     """One open panel: its state as the App keeps it, and each callback run as the App runs it."""
 
-    def __init__(self, dataset: fo.Dataset, panel_id: str = "panel-under-test") -> None:
+    def __init__(self, dataset: fo.Dataset) -> None:
         self.dataset = dataset
-        self.panel_id = panel_id
+        self.panel_id = unique_name("panel")  # each panel its own count, as each panel the App opens
         self.state: dict[str, Any] = {}
         self.output: dict[str, Any] | None = None
         self.ops: list[tuple[str, dict[str, Any]]] = []
@@ -149,3 +153,195 @@ def test_rows_show_score_classes_and_copies_of_the_datasets_samples(api_env, two
     assert card["pick"]["view"]["name"] == "CheckboxView"
     button = panel.output_properties()["import_selected"]["view"]
     assert button["label"] == "Import selected (0)" and button["disabled"] is True
+
+
+def test_a_selected_detection_is_searched_with_its_box(api_env, cleanup_datasets, tmp_path):
+    dataset = fo.Dataset(unique_name("simages-panel-regions"))
+    cleanup_datasets.append(dataset.name)
+    montage = make_montage(api_env, dataset, tmp_path / "montage.jpg")
+    panel = PanelDriver(dataset)
+    panel.call("on_load", current_sample=montage.sample_id)
+    whole = panel.ids
+
+    panel.call(
+        "on_change_selected_labels",
+        current_sample=montage.sample_id,
+        selected_labels=montage.selected(montage.horse),
+    )
+    assert panel.error is None
+    answer = panel.state["answer"]
+    assert answer["key"].startswith(f"labels:{montage.horse.id}@")
+    assert answer["title"] == f"Similar to the detection 'horse' of sample {montage.sample_id}"
+    files = {r.id: r.file for r in api_env.records()}
+    assert files[panel.ids[0]].startswith("horse"), [files[i] for i in panel.ids]
+    assert panel.ids != whole
+    assert {row["query"] for row in panel.state["rows"]} == {
+        f"detection 'horse' ({montage.horse.id}, field ground_truth) of sample {montage.sample_id}"
+    }
+
+    # Unselecting goes back to the whole sample: its answer is still cached.
+    searches = server_searches(api_env)
+    panel.call("on_change_selected_labels", current_sample=montage.sample_id, selected_labels=[])
+    assert panel.ids == whole and server_searches(api_env) == searches
+
+
+def test_import_selected_imports_exactly_the_ticked_results(api_env, two_photos):
+    cat_sample = two_photos.first()
+    panel = PanelDriver(two_photos)
+    panel.state["num_similar"] = 20
+    panel.call("on_load", current_sample=cat_sample.id)
+    rows = panel.state["rows"]
+    copy_row = rows[0]  # the sample's own photo
+    assert copy_row["notes"].endswith(f"copy of sample {cat_sample.id} in this dataset")
+    files = {r.id: r.file for r in api_env.records()}
+    boxed = {name for name, boxes in coco_boxes(api_env).items() if boxes}
+    fresh = [r["id"] for r in rows[1:] if "copy of sample" not in r["notes"] and files[r["id"]] in boxed][:2]
+    assert len(fresh) == 2
+    for image_id in (*fresh, copy_row["id"]):
+        panel.tick(image_id, current_sample=cat_sample.id)
+    button = panel.output_properties()["import_selected"]["view"]
+    assert button["label"] == "Import selected (3)"
+    originals = set(two_photos.values("id"))
+
+    outcome = panel.call("import_selected", current_sample=cat_sample.id)
+
+    assert panel.error is None
+    two_photos.reload()
+    new = two_photos.select([i for i in two_photos.values("id") if i not in originals])
+    # The copy of the open sample is screened out as the import operator screens it; the other two go in.
+    assert sorted(new.values("simages_id")) == sorted(fresh)
+    assert outcome["imported"] == 2 and outcome["skipped_copies"] == 1
+    assert outcome["copies"] == {copy_row["id"]: cat_sample.id}
+    assert all(s.detections and s.detections.detections for s in new)
+    assert set(new.values("simages_query")) == {f"sample:{cat_sample.id}"}
+    run = two_photos.load_run_results(outcome_run_key(two_photos, new))
+    assert run.imported == 2
+    assert panel.state["notice"] == "Imported 2; skipped: 1 copy of samples already in the dataset"
+    imported = panel.state["imported"]
+    assert {k: v for k, v in imported.items() if k in fresh} == dict(
+        zip(*new.values(["simages_id", "id"]), strict=True)
+    )
+    assert not any(card["pick"] for card in panel.state["cards"].values())
+    # Then the App shows them: the modal closes and the grid's view is the run's new samples.
+    names = [name for name, _ in panel.ops]
+    assert names == ["close_sample", "set_view"]
+    view = fo.DatasetView._build(two_photos, panel.ops[1][1]["view"])
+    assert set(view.values("id")) == set(new.values("id"))
+
+
+def outcome_run_key(dataset: fo.Dataset, new: fo.DatasetView) -> str:
+    (tag,) = {t for t in new.distinct("tags") if t.startswith("simages-")}
+    return next(k for k in dataset.list_runs() if dataset.get_run_info(k).config.tag == tag)
+
+
+def test_import_refuses_ticks_that_are_not_in_the_answer_on_screen(api_env, two_photos):
+    first = two_photos.first().id
+    panel = PanelDriver(two_photos)
+    panel.call("on_load", current_sample=first)
+    pydash.set_(panel.state, "rows", [*panel.state["rows"], {"id": "0123456789abcdef", "rank": 99}])
+    panel.tick("0123456789abcdef", current_sample=first)
+    panel.tick(panel.ids[0], current_sample=first)
+    count = len(two_photos)
+    panel.call("import_selected", current_sample=first)
+    assert panel.error == "The results on screen are out of date: search again, then tick again."
+    assert len(two_photos) == count and panel.ops == []
+
+
+def test_nothing_ticked_says_so(api_env, two_photos):
+    panel = PanelDriver(two_photos)
+    panel.call("on_load", current_sample=two_photos.first().id)
+    panel.call("import_selected", current_sample=two_photos.first().id)
+    assert panel.error == "Tick the results to import first."
+
+
+def test_the_grid_searches_a_text_or_the_selected_samples(api_env, two_photos):
+    panel = PanelDriver(two_photos)
+    panel.call("on_load")
+    props = panel.output_properties()
+    assert "text" in props and props["buttons"]["type"]["properties"]["search_selected"]["view"]["disabled"]
+    assert "answer_title" not in props  # nothing searched until asked
+
+    panel.state["text"] = "a cat"
+    panel.call("search_text")
+    files = {r.id: r.file for r in api_env.records()}
+    assert panel.state["answer"]["title"] == "Similar to the text 'a cat'"
+    assert files[panel.ids[0]].startswith("chelsea")
+
+    ids = two_photos.values("id")
+    panel.call("on_load", selected=ids)
+    button = panel.output_properties()["buttons"]["type"]["properties"]["search_selected"]["view"]
+    assert button["label"] == "Search with the 2 selected samples" and not button.get("disabled")
+    panel.call("search_selected", selected=ids)
+    assert panel.state["answer"]["title"] == "Similar to 2 selected samples"
+    assert panel.state["answer"]["key"] == "samples:" + ",".join(sorted(ids))
+
+    panel.state["num_similar"] = 3  # the page size changed: the same query again
+    panel.call("num_similar_changed", selected=ids)
+    assert panel.state["answer"]["num_similar"] == 3 and panel.state["answer"]["source"] == "selected"
+
+
+def test_an_empty_text_is_refused_in_the_panel(api_env, two_photos):
+    panel = PanelDriver(two_photos)
+    panel.state["text"] = "   "
+    panel.call("search_text")
+    assert panel.error is not None and "text prompt" in panel.error
+    assert not panel.state["rows"]
+
+
+def test_no_key_is_said_in_the_panel(api_env, two_photos, monkeypatch, tmp_path):
+    monkeypatch.delenv("SIMAGES_API_KEY")
+    monkeypatch.delenv("TERNAUS_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ternaus/ternaus.json either
+    panel = PanelDriver(two_photos)
+    before = server_searches(api_env)
+    panel.call("on_load", current_sample=two_photos.first().id)
+    assert panel.error is not None and panel.error.startswith(
+        "No Similar Images API key. Set the plugin secret"
+    )
+    assert not panel.state["rows"] and server_searches(api_env) == before
+    assert panel.usage == "Requests sent by this panel: 0"
+
+
+def test_a_server_that_is_down_is_said_in_the_panel(api_env, two_photos, monkeypatch):
+    monkeypatch.setenv("SIMAGES_API_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    panel = PanelDriver(two_photos)
+    panel.call("on_load", current_sample=two_photos.first().id)
+    assert panel.error is not None and panel.error.startswith("The Similar Images API cannot be reached")
+    assert api_env.api_key not in panel.error and not panel.state["rows"]
+
+
+def test_quota_used_up_is_said_and_answers_seen_before_stay_available(
+    api_env, two_photos, monkeypatch, tmp_path
+):
+    first, second = two_photos.values("id")
+    with api_env.start_server(tmp_path / "limited", daily_limit=1) as limited:
+        monkeypatch.setenv("SIMAGES_API_URL", limited.url)
+        panel = PanelDriver(two_photos)
+        panel.call("on_load", current_sample=first)
+        assert panel.error is None and panel.ids
+        shown = panel.ids
+
+        panel.call("on_change_current_sample", current_sample=second)
+        assert panel.error is not None and panel.error.startswith("Today's free requests are used up")
+        assert not panel.state["rows"]  # never the previous sample's neighbours under this one
+
+        panel.call("on_change_current_sample", current_sample=first)
+        assert panel.error is None and panel.ids == shown
+
+
+def test_an_unreadable_sample_is_said_in_the_panel(api_env, make_dataset, tmp_path):
+    dataset = make_dataset("chelsea.jpg")
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("not an image", encoding="utf-8")
+    missing = tmp_path / "gone.jpg"
+    broken, gone = dataset.add_samples(
+        [fo.Sample(filepath=str(not_an_image)), fo.Sample(filepath=str(missing))]
+    )
+    panel = PanelDriver(dataset)
+    panel.call("on_load", current_sample=broken)
+    assert panel.error is not None and panel.error.startswith("The search failed:"), panel.error
+    assert not panel.state["rows"]
+    panel.call("on_change_current_sample", current_sample=gone)
+    assert panel.error == f"sample {gone} has no local image file ({missing})"
+    panel.call("on_change_current_sample", current_sample=dataset.first().id)
+    assert panel.error is None and panel.ids
