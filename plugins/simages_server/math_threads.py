@@ -10,15 +10,15 @@ the libraries' defaults: its large batches do gain from several threads.
 
 from __future__ import annotations
 
+import contextlib
+
 from threadpoolctl import threadpool_limits
 
 
 def limit_math_threads() -> None:
     """Limit BLAS and OpenMP to one thread for the rest of the process (the libraries loaded by then)."""
-    try:
-        # Loaded now so that its OpenMP runtime is among the ones limited below (threadpoolctl
-        # limits the libraries already loaded); an index switches to the ANN path as it grows.
+    # faiss is loaded now so that its OpenMP runtime is among the ones limited below (threadpoolctl
+    # limits the libraries already loaded); an index switches to the ANN path as it grows.
+    with contextlib.suppress(ImportError):
         import faiss  # noqa: F401
-    except ImportError:
-        pass
     threadpool_limits(limits=1)
