@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow, ne
 MODAL_ACTION = '[data-cy="action-toggle-fullscreen"] >> xpath=preceding-sibling::div[1]'
 """The sample viewer's action the plugin places (an icon, just before the full-screen toggle)."""
 PANEL_TAB_BODY = "#modal"
+GRID_ACTION = '[data-item-id="@simages/similar-images/open_similar_images_panel"]'
 
 
 def wait_for_thumbnails(page, images) -> None:
@@ -54,7 +55,11 @@ def test_panel_in_the_modal_steps_back_from_cache_and_imports_the_ticked_results
     session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
     shots = Screenshots(
         tmp_path / "screenshots",
-        docs={"panel-modal": DOCS / "panel-modal.png", "panel-imported": DOCS / "panel-imported.png"},
+        docs={
+            "panel-modal": DOCS / "panel-modal.png",
+            "panel-imported": DOCS / "panel-imported.png",
+            "panel-grid": DOCS / "panel-grid.png",
+        },
     )
     shots.folder.mkdir()
     try:
@@ -116,11 +121,15 @@ def test_panel_in_the_modal_steps_back_from_cache_and_imports_the_ticked_results
                 panel.get_by_label("Import", exact=True).nth(i).check()
             button = panel.get_by_role("button", name="Import selected (2)")
             expect(button).to_be_enabled()
-            for i in range(images.count()):
-                page.wait_for_function(
-                    "img => img.complete && img.naturalWidth > 0", arg=images.nth(i).element_handle()
-                )
+            wait_for_thumbnails(page, images)
             shots.take(page, "panel-modal")
+            # A thumbnail opens its full-size image in a new tab.
+            with page.context.expect_page() as opened:
+                images.nth(fresh[0]).click()
+            full = opened.value
+            full.wait_for_load_state()
+            assert full.url == api_env.base_url + f"/images/{ticked[0]}"
+            full.close()
 
             originals = set(dataset.values("id"))
             button.click()
@@ -136,6 +145,29 @@ def test_panel_in_the_modal_steps_back_from_cache_and_imports_the_ticked_results
             for tile in page.locator(LOOKER).locator("canvas").all():
                 expect(tile).to_have_attribute("canvas-loaded", "true")
             shots.take(page, "panel-imported")
+
+            # In the grid, the same panel (from the grid's actions) searches a text prompt.
+            page.locator(GRID_ACTION).click()
+            # The panel's own box: the innermost element holding its text box and its usage line.
+            grid_panel = (
+                page.locator("div")
+                .filter(has=page.locator("input[type=string]"))
+                .filter(has=page.get_by_text(re.compile("^Requests sent by this panel")))
+                .last
+            )
+            grid_panel.locator("input[type=string]").fill("a cat")
+            grid_panel.get_by_role("button", name="Search text").click()
+            expect(grid_panel.get_by_text("Similar to the text 'a cat'", exact=True)).to_be_visible(
+                timeout=60_000
+            )
+            expect(grid_panel.get_by_text(re.compile(r"^#1 · score "))).to_be_visible()
+            expect(
+                grid_panel.get_by_role("button", name="Search with the 0 selected samples")
+            ).to_be_disabled()
+            wait_for_thumbnails(page, grid_panel.locator("img"))
+            shots.take(page, "panel-grid")
         assert not [u for u in browser.blocked if "127.0.0.1" in u]
     finally:
         session.close()
+        if hasattr(fo, "close_app"):
+            fo.close_app()
