@@ -64,7 +64,7 @@ class SimilarImagesPanel(foo.Panel):
             return super().execute(ctx)
 
     def on_load(self, ctx: Any) -> None:
-        ctx.panel.state.set({"imported": {}})
+        ctx.panel.state.set({"imported": {}, "copies": {}})
         actions.refresh_usage(ctx)
         if ctx.current_sample:
             actions.search_modal(ctx)
@@ -75,6 +75,10 @@ class SimilarImagesPanel(foo.Panel):
     def on_change_selected_labels(self, ctx: Any) -> None:
         if ctx.current_sample:
             actions.search_modal(ctx)
+
+    def on_change_selected(self, ctx: Any) -> None:
+        """The grid's selection changed: rendering again updates "Search with the N selected samples";
+        nothing is searched until the button is pressed."""
 
     def num_similar_changed(self, ctx: Any) -> None:
         actions.search_again(ctx)

@@ -172,12 +172,12 @@ def _import_ticked(ctx: Any, searcher: PanelSearcher) -> ImportSimilarResult:
     if result.imported:
         new = ctx.dataset.match_tags(result.tag).match(F("simages_id").is_in(picked))
         imported.update(zip(*new.values(["simages_id", "id"]), strict=True))
-    for candidate, sample_id in result.copies.items():
-        imported[candidate] = f"{sample_id} (a copy of it: not imported again)"
+    copies = {**(state.get("copies") or {}), **result.copies}
     cards = state.get("cards") or {}
     state.set(
         {
             "imported": imported,
+            "copies": copies,
             "notice": result.summary() + _failures(result),
             "cards": {k: {**v, "pick": False} for k, v in cards.items()},
         }

@@ -118,7 +118,7 @@ def render(
     if answer and not rows:
         panel.view("none_found", types.Notice(label="No similar images found."))
     if rows:
-        _cards(panel, rows, state.get("imported") or {}, on)
+        _cards(panel, rows, state.get("imported") or {}, state.get("copies") or {}, on)
         picked = len(picked_ids(state))
         panel.btn(
             "import_selected",
@@ -145,10 +145,14 @@ def _grid_inputs(panel: types.Object, selected: int, on: Handlers) -> None:
 
 
 def _cards(
-    panel: types.Object, rows: list[dict[str, Any]], imported: Mapping[str, str], on: Handlers
+    panel: types.Object,
+    rows: list[dict[str, Any]],
+    imported: Mapping[str, str],
+    copies: Mapping[str, str],
+    on: Handlers,
 ) -> None:
     """One card per result: the thumbnail (opens the full image in a new tab), rank, score, classes,
-    copy notes, and a tick box (or where it went, once imported)."""
+    copy notes, and a tick box (or, once imported, the sample it became or the sample it copies)."""
     grid = types.Object()
     for row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("id"), str):
@@ -172,6 +176,8 @@ def _cards(
         )
         if row["id"] in imported:
             card.md(f"Imported as sample {imported[row['id']]}", name="imported")
+        elif row["id"] in copies:
+            card.md(f"Not imported: a copy of sample {copies[row['id']]}", name="imported")
         else:
             card.bool("pick", label="Import", view=types.CheckboxView(), on_change=on.on_pick)
         grid.define_property(card_key(row["id"]), card, view=types.GridView(orientation="vertical", gap=0))

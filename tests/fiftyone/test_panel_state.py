@@ -218,9 +218,17 @@ def test_import_selected_imports_exactly_the_ticked_results(api_env, two_photos)
     assert run.imported == 2
     assert panel.state["notice"] == "Imported 2; skipped: 1 copy of samples already in the dataset"
     imported = panel.state["imported"]
-    assert {k: v for k, v in imported.items() if k in fresh} == dict(
-        zip(*new.values(["simages_id", "id"]), strict=True)
+    assert imported == dict(zip(*new.values(["simages_id", "id"]), strict=True))
+    assert panel.state["copies"] == {copy_row["id"]: cat_sample.id}
+    cards = panel.output_properties()["cards"]["type"]["properties"]
+    assert cards[f"r_{copy_row['id']}"]["type"]["properties"]["imported"]["default"] == (
+        f"Not imported: a copy of sample {cat_sample.id}"
     )
+    for image_id, sample_id in dict(zip(*new.values(["simages_id", "id"]), strict=True)).items():
+        assert (
+            cards[f"r_{image_id}"]["type"]["properties"]["imported"]["default"]
+            == f"Imported as sample {sample_id}"
+        )
     assert not any(card["pick"] for card in panel.state["cards"].values())
     # Then the App shows them: the modal closes and the grid's view is the run's new samples.
     names = [name for name, _ in panel.ops]
@@ -268,7 +276,9 @@ def test_the_grid_searches_a_text_or_the_selected_samples(api_env, two_photos):
     assert files[panel.ids[0]].startswith("chelsea")
 
     ids = two_photos.values("id")
-    panel.call("on_load", selected=ids)
+    before = server_searches(api_env)
+    panel.call("on_change_selected", selected=ids)
+    assert server_searches(api_env) == before  # selecting sends nothing
     button = panel.output_properties()["buttons"]["type"]["properties"]["search_selected"]["view"]
     assert button["label"] == "Search with the 2 selected samples" and not button.get("disabled")
     panel.call("search_selected", selected=ids)

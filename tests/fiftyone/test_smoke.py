@@ -43,6 +43,9 @@ def test_fresh_interpreter_lists_every_operator():
         "@simages/similar-images/expand_dataset",
         "@simages/similar-images/find_similar",
         "@simages/similar-images/import_similar",
+        "@simages/similar-images/open_similar_images_panel",
+        "@simages/similar-images/open_similar_images_panel_modal",
+        "@simages/similar-images/similar_images_panel",
     ]
     assert "fiftyone.plugins.orgs.simages.similar_images._importing" in found["modules"]
     assert found["package_imported"] is False
