@@ -52,15 +52,18 @@ def describe_error(exc: BaseException) -> str:
 
 
 @contextmanager
-def reporting(ctx: Any) -> Iterator[None]:
-    """Run an action; a failure becomes the panel's ``error`` (a bug is logged with its traceback)."""
+def reporting(ctx: Any, failed: str | None = None) -> Iterator[None]:
+    """Run an action; a failure becomes the panel's ``error`` (a bug is logged with its traceback).
+
+    ``failed`` heads the message of an unexpected failure (e.g. that an import was undone)."""
     try:
         yield
     except (ParamError, SimilarImagesError) as exc:
         ctx.panel.state.set("error", describe_error(exc))
     except Exception as exc:  # the panel must keep working: the App shows no traceback
         logger.exception("similar images panel: unexpected error")
-        ctx.panel.state.set("error", describe_error(exc))
+        message = describe_error(exc)
+        ctx.panel.state.set("error", f"{failed}: {message}" if failed else message)
 
 
 def num_similar(ctx: Any) -> object:
@@ -141,7 +144,7 @@ def import_selected(ctx: Any) -> ImportSimilarResult | None:
     result = None
     searcher = PanelSearcher(ctx)
     try:
-        with reporting(ctx):
+        with reporting(ctx, failed="The import failed and nothing of it was kept"):
             result = _import_ticked(ctx, searcher)
     finally:
         _count(ctx, searcher)

@@ -19,8 +19,6 @@ from fiftyone.operators import execute_operator
 from fo_helpers import coco_boxes, unique_name
 from test_region_queries import make_montage
 
-from simages_server.testing import free_port
-
 pytestmark = [pytest.mark.integration]
 
 PANEL_URI = "@simages/similar-images/similar_images_panel"
@@ -296,62 +294,3 @@ def test_an_empty_text_is_refused_in_the_panel(api_env, two_photos):
     panel.call("search_text")
     assert panel.error is not None and "text prompt" in panel.error
     assert not panel.state["rows"]
-
-
-def test_no_key_is_said_in_the_panel(api_env, two_photos, monkeypatch, tmp_path):
-    monkeypatch.delenv("SIMAGES_API_KEY")
-    monkeypatch.delenv("TERNAUS_TOKEN", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ternaus/ternaus.json either
-    panel = PanelDriver(two_photos)
-    before = server_searches(api_env)
-    panel.call("on_load", current_sample=two_photos.first().id)
-    assert panel.error is not None and panel.error.startswith(
-        "No Similar Images API key. Set the plugin secret"
-    )
-    assert not panel.state["rows"] and server_searches(api_env) == before
-    assert panel.usage == "Requests sent by this panel: 0"
-
-
-def test_a_server_that_is_down_is_said_in_the_panel(api_env, two_photos, monkeypatch):
-    monkeypatch.setenv("SIMAGES_API_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    panel = PanelDriver(two_photos)
-    panel.call("on_load", current_sample=two_photos.first().id)
-    assert panel.error is not None and panel.error.startswith("The Similar Images API cannot be reached")
-    assert api_env.api_key not in panel.error and not panel.state["rows"]
-
-
-def test_quota_used_up_is_said_and_answers_seen_before_stay_available(
-    api_env, two_photos, monkeypatch, tmp_path
-):
-    first, second = two_photos.values("id")
-    with api_env.start_server(tmp_path / "limited", daily_limit=1) as limited:
-        monkeypatch.setenv("SIMAGES_API_URL", limited.url)
-        panel = PanelDriver(two_photos)
-        panel.call("on_load", current_sample=first)
-        assert panel.error is None and panel.ids
-        shown = panel.ids
-
-        panel.call("on_change_current_sample", current_sample=second)
-        assert panel.error is not None and panel.error.startswith("Today's free requests are used up")
-        assert not panel.state["rows"]  # never the previous sample's neighbours under this one
-
-        panel.call("on_change_current_sample", current_sample=first)
-        assert panel.error is None and panel.ids == shown
-
-
-def test_an_unreadable_sample_is_said_in_the_panel(api_env, make_dataset, tmp_path):
-    dataset = make_dataset("chelsea.jpg")
-    not_an_image = tmp_path / "notes.jpg"
-    not_an_image.write_text("not an image", encoding="utf-8")
-    missing = tmp_path / "gone.jpg"
-    broken, gone = dataset.add_samples(
-        [fo.Sample(filepath=str(not_an_image)), fo.Sample(filepath=str(missing))]
-    )
-    panel = PanelDriver(dataset)
-    panel.call("on_load", current_sample=broken)
-    assert panel.error is not None and panel.error.startswith("The search failed:"), panel.error
-    assert not panel.state["rows"]
-    panel.call("on_change_current_sample", current_sample=gone)
-    assert panel.error == f"sample {gone} has no local image file ({missing})"
-    panel.call("on_change_current_sample", current_sample=dataset.first().id)
-    assert panel.error is None and panel.ids
