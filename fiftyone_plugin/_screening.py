@@ -15,11 +15,10 @@ import threading
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import fiftyone as fo
 
-from simages_core import SearchResult, SimilarImage, SimilarImagesError
+from simages_core import SearchResult, SimilarImage
 from simages_core.fetch import Fetcher, FetchPolicy
 from simages_core.fingerprint_worker import FingerprintWorker
 from simages_core.identity import (
@@ -27,32 +26,23 @@ from simages_core.identity import (
     CopyIndex,
     Fingerprint,
     FingerprintCache,
-    FingerprintError,
     collapse_copies,
-    fingerprint,
     fingerprint_results,
 )
 
+from ._find_fingerprints import (
+    FINGERPRINT_FIELD,
+    FINGERPRINT_WORKERS,
+    dataset_fingerprints,
+    file_fingerprint,
+)
+from ._find_fingerprints import parse_fingerprint as _parse
 from ._outcomes import FindSimilarResult, Progress
 
 logger = logging.getLogger("simages_fiftyone")
 
-FINGERPRINT_FIELD = "simages_fingerprint"
 FINGERPRINT_BATCH = 256
 """Samples fingerprinted per batch: each batch is written with one ``set_values`` and reported."""
-FINGERPRINT_WORKERS = 8
-
-
-def file_fingerprint(path: str | Path) -> Fingerprint | None:
-    """The fingerprint of a local image file, or ``None`` when it cannot be read as one.
-
-    The core's ``fingerprint``: EXIF orientation applied, a large JPEG decoded at reduced scale
-    (the hash reads 128 px), truncated files and non-images refused, as for thumbnails.
-    """
-    try:
-        return fingerprint(Path(path))
-    except (SimilarImagesError, OSError, ValueError):
-        return None  # missing, unreadable, truncated or not an image: counted by the caller
 
 
 @dataclass(frozen=True)
@@ -127,15 +117,6 @@ def iter_target_fingerprints(
                 low + (high - low) * done / len(missing), f"Fingerprinted {done}/{len(missing)} samples"
             )
     return TargetFingerprints(index, computed, unreadable)
-
-
-def _parse(text: object) -> Fingerprint | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return Fingerprint.from_hex(text)
-    except FingerprintError:
-        return None  # not ours (or an older form): computed again
 
 
 @dataclass(frozen=True)
@@ -269,41 +250,6 @@ class ThumbnailPrints:
 
 # --- find results -------------------------------------------------------------------------------
 
-FIND_FINGERPRINT_LIMIT = 200
-"""Samples a search fingerprints in memory when they have no stored fingerprint (a search writes
-nothing; an import or expansion stores them): enough for a small dataset, a bounded cost for a large one."""
-
-
-def dataset_fingerprints(
-    dataset: fo.Dataset, threshold: int, compute_limit: int = FIND_FINGERPRINT_LIMIT
-) -> tuple[CopyIndex, int]:
-    """The dataset's fingerprints without writing anything: stored ones, and up to ``compute_limit``
-    missing ones computed in memory. Returns the index and how many samples have none."""
-    index = CopyIndex(threshold)
-    if not len(dataset):
-        return index, 0
-    if dataset.has_sample_field(FINGERPRINT_FIELD):
-        ids, paths, stored = dataset.values(["id", "filepath", FINGERPRINT_FIELD])
-    else:
-        ids, paths = dataset.values(["id", "filepath"])
-        stored = [None] * len(ids)
-    missing = []
-    for sample_id, path, text in zip(ids, paths, stored, strict=True):
-        fp = _parse(text)
-        if fp is None:
-            missing.append((sample_id, path))
-        else:
-            index.add(sample_id, fp)
-    todo = missing[:compute_limit]
-    if todo:
-        with ThreadPoolExecutor(min(FINGERPRINT_WORKERS, len(todo)), thread_name_prefix="simages-fp") as pool:
-            for (sample_id, _), fp in zip(
-                todo, pool.map(file_fingerprint, [p for _, p in todo]), strict=True
-            ):
-                if fp is not None:
-                    index.add(sample_id, fp)
-    return index, len(ids) - len(index)
-
 
 def mark_copies(
     result: FindSimilarResult,
@@ -328,7 +274,7 @@ def mark_copies(
         ]
     if dataset is None:
         return dataclasses.replace(result, images=tuple(ranked), copies_collapsed=collapse)
-    index, unscreened = dataset_fingerprints(dataset, threshold)
+    index, unscreened = dataset_fingerprints(dataset, threshold)  # cached while the dataset is unchanged
     marked = []
     for r in ranked:
         fp = prints.get(r.image.id)
