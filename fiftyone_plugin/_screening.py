@@ -93,14 +93,21 @@ def iter_target_fingerprints(
     low, high = span
     computed = unreadable = 0
     yield Progress(low, f"Fingerprinting {len(missing)} sample(s) of {dataset.name!r}")
+    chunks = [missing[start : start + batch_size] for start in range(0, len(missing), batch_size)]
     with ThreadPoolExecutor(max(1, min(max_workers, len(missing))), thread_name_prefix="simages-fp") as pool:
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start : start + batch_size]
-            paths = [path for _, path in chunk]
+
+        def submit(chunk: list[tuple[str, str]]) -> list[Future[Fingerprint | None]]:
             if worker is not None:
-                prints = [future.result() for future in [worker.file(path) for path in paths]]
-            else:
-                prints = list(pool.map(file_fingerprint, paths))
+                return [worker.file(path) for _, path in chunk]
+            return [pool.submit(file_fingerprint, path) for _, path in chunk]
+
+        # The next chunk is submitted before this one is awaited, so hashing never waits for the
+        # database write of the chunk before (nor for the caller reading its progress).
+        ahead = submit(chunks[0])
+        done = 0
+        for position, chunk in enumerate(chunks):
+            futures, ahead = ahead, submit(chunks[position + 1]) if position + 1 < len(chunks) else []
+            prints = [future.result() for future in futures]
             found = {
                 sample_id: fp for (sample_id, _), fp in zip(chunk, prints, strict=True) if fp is not None
             }
@@ -112,7 +119,7 @@ def iter_target_fingerprints(
                 index.add(sample_id, fp)
             computed += len(found)
             unreadable += len(chunk) - len(found)
-            done = start + len(chunk)
+            done += len(chunk)
             yield Progress(
                 low + (high - low) * done / len(missing), f"Fingerprinted {done}/{len(missing)} samples"
             )

@@ -21,6 +21,9 @@ from .identity import Fingerprint, fingerprint
 
 logger = logging.getLogger("simages_core")
 
+_FILE_THREADS = 2
+"""Decoding releases the GIL for part of its time, so two threads keep one core busy."""
+
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     policy, concurrency = pickle.load(requests)
@@ -38,16 +41,20 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
             pickle.dump((token, fp), answers, protocol=pickle.HIGHEST_PROTOCOL)
             answers.flush()
 
+    # URLs wait on the network, files only on the CPU: files get a pool of their own, of as few
+    # threads as keep a core busy (more would only take turns on this process's GIL), and are never
+    # queued behind a burst of thumbnails, nor thumbnails behind a dataset's files.
     with (
         Fetcher(policy, pool_size=concurrency) as fetcher,
-        ThreadPoolExecutor(concurrency, thread_name_prefix="simages-fp") as pool,
+        ThreadPoolExecutor(concurrency, thread_name_prefix="simages-fp-url") as url_pool,
+        ThreadPoolExecutor(_FILE_THREADS, thread_name_prefix="simages-fp-file") as file_pool,
     ):
         while True:
             try:
                 token, kind, value = pickle.load(requests)
             except EOFError:
                 break  # the caller closed its end: answer what is under way, then exit
-            pool.submit(answer, fetcher, token, kind, value)
+            (url_pool if kind == "url" else file_pool).submit(answer, fetcher, token, kind, value)
 
 
 if __name__ == "__main__":
