@@ -10,9 +10,9 @@ open sample), its state patches applied as the App applies them. Measured in the
   the floor of any answer;
 - stepping forward through ``--samples`` samples, each a sample the panel has not seen: the wall
   time of ``on_change_current_sample`` (search, thumbnails fetched and fingerprinted to collapse
-  copies and mark the dataset's own, the result rendered). Target: the median within the API
-  latency + 200 ms (the 90th percentile and the slowest are printed too). Two round trips are
-  inherent: the search, then the results' thumbnails, fetched to fingerprint them;
+  copies and mark the dataset's own, the result rendered). Target: every step within the API
+  latency + 200 ms (median and 90th percentile printed too). Two round trips are inherent: the
+  search, then the results' thumbnails, fetched to fingerprint them;
 - stepping back through the same samples: each answer comes from the panel's cache. Target: every
   step under 100 ms, and no request reaches the server (counted in the server's log).
 
@@ -141,7 +141,7 @@ def main() -> int:
     new_median = statistics.median(forward)
     new_p90 = sorted(forward)[int(0.9 * (len(forward) - 1))]
     seen_max = max(back)
-    new_ok = new_median <= latency + 0.2 and sent_forward == len(forward)
+    new_ok = max(forward) <= latency + 0.2 and sent_forward == len(forward)
     seen_ok = seen_max < 0.1 and sent_back == 0
     print(
         f"{args.samples} samples, {args.num_similar} results per search, {args.latency_ms:.0f} ms added per request; "
@@ -152,7 +152,7 @@ def main() -> int:
     )
     print(
         f"new sample: median {new_median * 1000:.0f} ms, p90 {new_p90 * 1000:.0f} ms, max {max(forward) * 1000:.0f} ms "
-        f"-> {new_median / baseline:.2f}x the bare search; target median <= latency + 200 ms = "
+        f"-> {new_median / baseline:.2f}x the bare search; target every step <= latency + 200 ms = "
         f"{(latency + 0.2) * 1000:.0f} ms; {sent_forward} searches for {len(forward)} steps"
     )
     print(
