@@ -78,18 +78,7 @@ def _read(dataset: fo.Dataset, threshold: int, compute_limit: int) -> tuple[Copy
     index = CopyIndex(threshold)
     if not len(dataset):
         return index, 0
-    if dataset.has_sample_field(FINGERPRINT_FIELD):
-        ids, paths, stored = dataset.values(["id", "filepath", FINGERPRINT_FIELD])
-    else:
-        ids, paths = dataset.values(["id", "filepath"])
-        stored = [None] * len(ids)
-    missing = []
-    for sample_id, path, text in zip(ids, paths, stored, strict=True):
-        fp = parse_fingerprint(text)
-        if fp is None:
-            missing.append((sample_id, path))
-        else:
-            index.add(sample_id, fp)
+    missing = add_stored(dataset, index)
     todo = missing[:compute_limit]
     if todo:
         with ThreadPoolExecutor(min(FINGERPRINT_WORKERS, len(todo)), thread_name_prefix="simages-fp") as pool:
@@ -98,7 +87,24 @@ def _read(dataset: fo.Dataset, threshold: int, compute_limit: int) -> tuple[Copy
             ):
                 if fp is not None:
                     index.add(sample_id, fp)
-    return index, len(ids) - len(index)
+    return index, len(dataset) - len(index)
+
+
+def add_stored(dataset: fo.Dataset, index: CopyIndex) -> list[tuple[str, str]]:
+    """Add the samples' stored fingerprints to ``index``; returns (sample id, filepath) of those without one."""
+    if dataset.has_sample_field(FINGERPRINT_FIELD):
+        ids, paths, stored = dataset.values(["id", "filepath", FINGERPRINT_FIELD])
+    else:
+        ids, paths = dataset.values(["id", "filepath"])
+        stored = [None] * len(ids)
+    missing: list[tuple[str, str]] = []
+    for sample_id, path, text in zip(ids, paths, stored, strict=True):
+        fp = parse_fingerprint(text)
+        if fp is None:
+            missing.append((sample_id, path))
+        else:
+            index.add(sample_id, fp)
+    return missing
 
 
 def parse_fingerprint(text: object) -> Fingerprint | None:

@@ -33,10 +33,10 @@ from simages_core.identity import (
 from ._find_fingerprints import (
     FINGERPRINT_FIELD,
     FINGERPRINT_WORKERS,
+    add_stored,
     dataset_fingerprints,
     file_fingerprint,
 )
-from ._find_fingerprints import parse_fingerprint as _parse
 from ._outcomes import FindSimilarResult, Progress
 
 logger = logging.getLogger("simages_fiftyone")
@@ -76,18 +76,7 @@ def iter_target_fingerprints(
     index = CopyIndex(threshold)
     if dataset is None or not len(dataset):
         return TargetFingerprints(index)
-    if dataset.has_sample_field(FINGERPRINT_FIELD):
-        ids, paths, stored = dataset.values(["id", "filepath", FINGERPRINT_FIELD])
-    else:
-        ids, paths = dataset.values(["id", "filepath"])
-        stored = [None] * len(ids)
-    missing: list[tuple[str, str]] = []
-    for sample_id, path, text in zip(ids, paths, stored, strict=True):
-        fp = _parse(text)
-        if fp is None:
-            missing.append((sample_id, path))
-        else:
-            index.add(sample_id, fp)
+    missing = add_stored(dataset, index)
     if not missing:
         return TargetFingerprints(index)
     low, high = span
