@@ -272,10 +272,11 @@ def main() -> int:
                             "--screen",
                             screen,
                         ],
-                        check=True,
                         capture_output=True,
                         text=True,
                     )
+                    if out.returncode != 0:
+                        raise SystemExit(f"the {screen} run of {n} samples failed:\n{out.stderr[-3000:]}")
                     run = json.loads(out.stdout.strip().splitlines()[-1])
                     run["server_cpu_s"] = _cpu_seconds(server.pid) - server_cpu
                     runs.append(run)
