@@ -27,6 +27,7 @@ import random
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -78,10 +79,19 @@ def webhook_body(template: dict, annotation_id: int, task: dict, choice: str) ->
     return body
 
 
-def accuracy(backend: BackendProcess, tasks: list[dict], truth: dict[int, str]) -> tuple[float, str]:
+def project_uid(template: dict) -> str:
+    """The ``project`` Label Studio sends to ``/predict``: ``<id>.<created_at in whole seconds>``,
+    made from the same project the webhook bodies carry (the backend keys what it learns by it)."""
+    created = datetime.fromisoformat(template["project"]["created_at"].replace("Z", "+00:00"))
+    return f"{PROJECT}.{int(created.timestamp())}"
+
+
+def accuracy(
+    backend: BackendProcess, tasks: list[dict], truth: dict[int, str], uid: str
+) -> tuple[float, str]:
     response = requests.post(
         f"{backend.url}/predict",
-        json={"tasks": tasks, "label_config": CONFIG, "project": f"{PROJECT}.1"},
+        json={"tasks": tasks, "label_config": CONFIG, "project": uid},
         timeout=300,
     )
     response.raise_for_status()
@@ -135,7 +145,7 @@ def main() -> int:
                         webhook_seconds.append(time.perf_counter() - started)
                         answer.raise_for_status()
                         fed += 1
-                    curve[step], version = accuracy(backend, held_out, truth)
+                    curve[step], version = accuracy(backend, held_out, truth, project_uid(template))
                     seen = sorted({truth[t["id"]] for t in order[:step]})
                     print(
                         f"  {step:>3} annotations: accuracy {curve[step]:.2f}  ({version}; labels seen: {', '.join(seen) or '-'})"
