@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,22 +139,53 @@ def iter_downloads(
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(policy.fetch_policy(), pool_size=max(policy.max_workers, 1))
     pool = ThreadPoolExecutor(max_workers=max(1, min(policy.max_workers, len(jobs))))
-    futures = [pool.submit(download_one, job, folder, fetcher) for job in jobs]
-    handed_over: set[Future[DownloadOutcome]] = set()
+    batch = DownloadBatch(folder, fetcher, pool)
+    for job in jobs:
+        batch.submit(job)
     try:
-        for future in as_completed(futures):
-            handed_over.add(future)
-            yield future.result()
+        yield from batch
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future in futures:
-            if future in handed_over or future.cancelled() or future.exception() is not None:
+        batch.close()
+        pool.shutdown(wait=True)
+        if own_fetcher:
+            fetcher.close()
+
+
+class DownloadBatch:
+    """Downloads submitted to a pool (a run's shared one, so its limit holds across batches) one by
+    one as they are decided, their outcomes read later, each as it finishes.
+
+    Files of outcomes read from the batch belong to the caller. ``close`` cancels what has not
+    started, waits for what has, and removes the files nobody read, so nothing is left that nobody
+    knows about.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], fetcher: Fetcher, pool: Executor) -> None:
+        self._folder = Path(folder)
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._fetcher = fetcher
+        self._pool = pool
+        self._futures: list[Future[DownloadOutcome]] = []
+        self._handed_over: set[Future[DownloadOutcome]] = set()
+
+    def submit(self, job: DownloadJob) -> None:
+        self._futures.append(self._pool.submit(download_one, job, self._folder, self._fetcher))
+
+    def __iter__(self) -> Iterator[DownloadOutcome]:
+        for future in as_completed(self._futures):
+            self._handed_over.add(future)
+            yield future.result()
+
+    def close(self) -> None:
+        for future in self._futures:
+            future.cancel()
+        wait(self._futures)
+        for future in self._futures:
+            if future in self._handed_over or future.cancelled() or future.exception() is not None:
                 continue
             orphan = future.result()
             if orphan.ok and orphan.path is not None:
                 orphan.path.unlink(missing_ok=True)
-        if own_fetcher:
-            fetcher.close()
 
 
 def download_one(job: DownloadJob, folder: Path, fetcher: Fetcher) -> DownloadOutcome:

@@ -27,19 +27,15 @@ import fiftyone.core.collections as foc
 
 from simages_core import (
     BatchItem,
-    InvalidApiKey,
-    MissingApiKey,
-    QuotaExceeded,
     RequestBudget,
     SimilarImage,
     SimilarImagesClient,
     budget_for,
-    redact_url,
 )
 from simages_core.fetch import Fetcher
 from simages_core.identity import CopyIndex
 
-from ._downloads import DownloadJob, DownloadOutcome, iter_downloads
+from ._expand_batches import StartedBatch, finish_batch, start_batch
 from ._expand_record import (
     ExpandRecord,
     expand_identity,
@@ -48,8 +44,8 @@ from ._expand_record import (
     save_record,
     start_record,
 )
-from ._importing import Screening, build_samples, create_target, default_media_dir, existing_target, roll_back
-from ._outcomes import ExpandResult, Progress, QueryLabel, RankedImage
+from ._importing import Screening, default_media_dir, existing_target
+from ._outcomes import ExpandResult, Progress, QueryLabel
 from ._params import ExpandParams, ImportOptions
 from ._provenance import existing_keys, run_tag
 from ._ranking import ClassFilter
@@ -64,12 +60,6 @@ from ._screening import (
 
 logger = logging.getLogger(__name__)
 
-# Errors after which no further query can succeed today: the run stops instead of sending the rest.
-_FATAL: dict[type[Exception], str] = {
-    QuotaExceeded: "the API's quota is exhausted",
-    InvalidApiKey: "the API key was refused",
-    MissingApiKey: "no API key",
-}
 _LOOKAHEAD = 2
 """Batches whose searches are in flight: the one being imported and the next."""
 
@@ -146,7 +136,11 @@ def iter_expand(
     yield Progress(len(record.done) / max(plan.total, 1), _progress_label(record, plan.total))
 
     pool = ThreadPoolExecutor(max_workers=params.max_workers, thread_name_prefix="simages-expand")
-    # One connection pool for the downloads and the thumbnails fetched while searches run.
+    # One pool for every batch's downloads, so its limit holds while two batches overlap, and one
+    # connection pool for the downloads and the thumbnails fetched while searches run.
+    download_pool = ThreadPoolExecutor(
+        max(options.policy.max_workers, 1), thread_name_prefix="simages-download"
+    )
     thumbnail_fetches = params.max_workers * params.per_sample if options.screen_copies else 0
     fetcher = Fetcher(
         options.policy.fetch_policy(), pool_size=max(options.policy.max_workers, 1) + thumbnail_fetches
@@ -161,6 +155,7 @@ def iter_expand(
         return [i for i in images if i.id not in known_ids and i.url not in known_urls]
 
     pending: deque[list[tuple[QueryLabel, Future[BatchItem]]]] = deque()
+    started: deque[tuple[StartedBatch, int]] = deque()  # screened and downloading; requests it holds
     position = 0
     try:
         while True:
@@ -181,7 +176,7 @@ def iter_expand(
                         future.add_done_callback(partial(_fingerprint_answer, thumbnails, new_only))
                 sent += len(batch)
                 pending.append(batch)
-            if not pending:
+            if not pending and not started:
                 break
             if options.screen_copies and screen is None:
                 # The target's fingerprints are computed once the first searches are in flight.
@@ -192,30 +187,30 @@ def iter_expand(
                     worker=worker,
                 )
                 screen = CopyScreen(target_prints.index)
-            batch = pending.popleft()
-            items = [(label, future.result()) for label, future in batch]
-            target, fatal = _import_batch(
-                target,
-                plan.target_name,
-                items,
-                (known_ids, known_urls),
-                spec,
-                plan.media_dir,
-                options,
-                fetcher,
-                record,
-                Screening(screen),
-                thumbnails,
-            )
-            record.requests += len(batch)
-            save_record(source, plan.run_key, record)
-            yield Progress(len(record.done) / max(plan.total, 1), _progress_label(record, plan.total))
-            stopped = stopped or fatal
+            if pending:
+                # Batch k+1 is screened and starts downloading before batch k is added.
+                batch = pending.popleft()
+                begun = start_batch(
+                    batch, (known_ids, known_urls), record, Screening(screen), thumbnails,
+                    plan.media_dir, fetcher, download_pool,
+                )  # fmt: skip
+                started.append((begun, len(batch)))
+                stopped = stopped or begun.fatal
+            if len(started) > 1 or (started and not pending):
+                finished, requests = started.popleft()
+                target = finish_batch(finished, target, plan.target_name, spec, record)
+                record.requests += requests
+                save_record(source, plan.run_key, record)
+                yield Progress(len(record.done) / max(plan.total, 1), _progress_label(record, plan.total))
         if stopped is None and position < len(plan.todo):  # only the cap (or an error) leaves queries unsent
             stopped = "cap"
     finally:
-        # An interrupted run (an error, or a closed generator) sends nothing more.
+        # An interrupted run (an error, or a closed generator) sends nothing more, and a batch
+        # started but not added leaves no file behind.
+        for unfinished, _ in started:
+            unfinished.close()
         pool.shutdown(wait=True, cancel_futures=True)
+        download_pool.shutdown(wait=True, cancel_futures=True)
         if thumbnails is not None:
             thumbnails.close()
         if worker is not None:
@@ -284,85 +279,3 @@ def _submit(
         query = params.query(image=path)
         batch.append((QueryLabel("sample", sample_id), pool.submit(client.run_query, query)))
     return batch
-
-
-def _import_batch(
-    target: fo.Dataset | None,
-    target_name: str,
-    items: Sequence[tuple[QueryLabel, BatchItem]],
-    known: tuple[set[str], set[str]],
-    spec: SampleSpec,
-    media_dir: str,
-    options: ImportOptions,
-    fetcher: Fetcher,
-    record: ExpandRecord,
-    screening: Screening,
-    thumbnails: ThumbnailPrints | None,
-) -> tuple[fo.Dataset | None, str | None]:
-    """Screen, download and add one batch's new images, all or nothing; returns the target and a fatal error."""
-    known_ids, known_urls = known
-    fatal: str | None = None
-    new: dict[str, RankedImage] = {}
-    answered: list[str] = []
-    for label, item in items:
-        if item.result is None:
-            record.failed_queries += 1
-            record.note_error(f"{label}: {item.error}")
-            why = next((w for cls, w in _FATAL.items() if isinstance(item.error, cls)), None)
-            if why is not None and fatal is None:
-                fatal = f"{why} ({item.error})"
-            continue
-        answered.append(label.value)
-        for rank, image in enumerate(item.result.images, start=1):
-            record.found += 1
-            if image.id in known_ids or image.url in known_urls:
-                record.skipped_duplicates += 1
-                continue
-            # The first query sample to find an image is its provenance.
-            known_ids.add(image.id)
-            known_urls.add(image.url)
-            new[image.id] = RankedImage(image=image, rank=rank, query=label)
-    if thumbnails is not None:
-        # Started by each search's callback already; a callback may run just after its result is
-        # read, so the batch's own start (a no-op for images under way) makes sure none is missed.
-        thumbnails.start([r.image for r in new.values()])
-        for image_id in new:  # in the batch's order: the first of several copies is the one kept
-            screening.check(image_id, thumbnails.take(image_id))
-        thumbnails.forget(
-            image.id for _, item in items if item.result is not None for image in item.result.images
-        )
-    jobs = [
-        DownloadJob(key=r.image.id, url=r.image.url)
-        for r in new.values()
-        if r.image.id not in screening.copies
-    ]
-    outcomes: list[DownloadOutcome] = []
-    created = False
-    try:
-        # Appended one by one, so a roll-back knows every file handed over before an interruption.
-        for outcome in iter_downloads(jobs, media_dir, options.policy, fetcher):
-            outcomes.append(outcome)
-        order = {job.key: i for i, job in enumerate(jobs)}
-        kept = screening.screen_downloads(sorted(outcomes, key=lambda o: order[o.job.key]))
-        samples = build_samples(new, kept, spec, screening.prints)
-        sample_ids: list[str] = []
-        if samples:
-            if target is None:
-                target, created = create_target(target_name), True
-            sample_ids = list(target.add_samples(samples, progress=False))
-        added = [o.job.key for o in kept if o.ok and o.path is not None]
-        screening.added(dict(zip(added, sample_ids, strict=True)))
-    except BaseException:
-        roll_back(target, spec.tag, outcomes, only_ids=set(new))
-        if created and target is not None and len(target) == 0:
-            fo.delete_dataset(target_name)
-        raise
-    record.imported += len(samples)
-    record.skipped_copies += len(screening.copies)
-    record.copies.update(screening.resolved)
-    for outcome in outcomes:
-        if not outcome.ok:
-            record.failed_downloads += 1
-            record.note_error(f"download {outcome.job.key} ({redact_url(outcome.job.url)}): {outcome.error}")
-    record.done.update(answered)
-    return target, fatal

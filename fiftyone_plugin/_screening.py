@@ -136,6 +136,7 @@ class CopyScreen:
         self.target = target
         self.threshold = target.threshold
         self._accepted = CopyIndex(target.threshold)
+        self._accepted_prints: dict[str, Fingerprint] = {}
 
     def check(self, image_id: str, fp: Fingerprint) -> CopyVerdict | None:
         """``None`` (and the candidate is accepted), or what it is a copy of."""
@@ -146,18 +147,25 @@ class CopyScreen:
         if match is not None:
             return CopyVerdict(image_id=match.key, distance=match.distance)
         self._accepted.add(image_id, fp)
+        self._accepted_prints[image_id] = fp
         return None
 
     def added(self, sample_ids: Mapping[str, str], prints: Mapping[str, Fingerprint]) -> None:
-        """Accepted candidates that went in (API image id -> new sample id) are target samples now.
+        """A batch's accepted candidates (``prints``) are settled; those that went in (API image id ->
+        new sample id) are target samples now.
 
-        The run's own index starts again empty: what is in the target is found there.
+        The batch's candidates leave the run's own index: what went in is found in the target, and a
+        candidate whose download failed no longer makes later ones copies. Candidates of a batch
+        screened meanwhile (an expansion screens the next batch before it adds this one) stay.
         """
         for image_id, sample_id in sample_ids.items():
             fp = prints.get(image_id)
             if fp is not None:
                 self.target.add(sample_id, fp)
-        self._accepted = CopyIndex(self.threshold)
+        if any(image_id in self._accepted_prints for image_id in prints):
+            for image_id in prints:
+                self._accepted_prints.pop(image_id, None)
+            self._accepted = CopyIndex(self.threshold, self._accepted_prints.items())
 
 
 def thumbnail_fingerprints(

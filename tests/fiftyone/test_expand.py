@@ -156,6 +156,11 @@ def test_an_interrupted_run_resumes_and_adds_every_item_exactly_once(
     tag = record["tag"]
     first = imported_ids(dataset, tag)
     assert 0 < len(first) < len(want) and len(first) == len(set(first))
+    # The third batch was already screened and downloading when the run stopped: none of its
+    # files is left behind, only those of the samples that went in.
+    assert sorted(os.listdir(media)) == sorted(
+        os.path.basename(p) for p in dataset.match_tags(tag).values("filepath")
+    )
     sent_first = searches(server.log_path) - before
 
     result = simages_fiftyone.expand_dataset(

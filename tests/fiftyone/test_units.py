@@ -317,3 +317,26 @@ def test_a_bad_copy_threshold_names_the_input(value):
 
     with pytest.raises(ParamError, match=r"^copy_threshold: "):
         check_copy_threshold(value)
+
+
+# --- copy screening across overlapping batches -------------------------------------------------
+
+
+def test_copy_screen_keeps_an_open_batch_while_the_one_before_settles() -> None:
+    import random
+
+    from simages_core.identity import CROPS, CopyIndex, Fingerprint
+    from simages_fiftyone._screening import CopyScreen
+
+    rng = random.Random(7)
+    bits = 64 * len(CROPS)
+    a, b, c = (Fingerprint(rng.getrandbits(bits), rng.getrandbits(bits)) for _ in range(3))
+    screen = CopyScreen(CopyIndex(12))
+    assert screen.check("a1", a) is None and screen.check("c1", c) is None  # batch 1 accepts a1, c1
+    assert screen.check("b1", b) is None  # batch 2 is screened before batch 1 is added
+    assert screen.check("a2", a).image_id == "a1"  # a copy of batch 1's pending a1
+    # Batch 1 settles: a1 went in, c1's download failed.
+    screen.added({"a1": "sample-a"}, {"a1": a, "c1": c})
+    assert screen.check("b2", b).image_id == "b1"  # batch 2's b1 is still pending: still found
+    assert screen.check("a3", a).sample_id == "sample-a"  # a1 is a target sample now
+    assert screen.check("c2", c) is None  # c1 never went in: a later copy of it is new
