@@ -13,12 +13,10 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 
 import fiftyone as fo
 
-from simages_core import SimilarImagesError
-from simages_core.identity import CopyIndex, Fingerprint, FingerprintError, fingerprint
+from simages_core.identity import CopyIndex, Fingerprint, FingerprintError, file_fingerprint
 
 FINGERPRINT_FIELD = "simages_fingerprint"
 FINGERPRINT_WORKERS = 8
@@ -30,18 +28,6 @@ _DATASETS_KEPT = 8
 _Signature = tuple[int, datetime | None, bool]
 _cache: OrderedDict[tuple[str, int, int], tuple[_Signature, CopyIndex, int]] = OrderedDict()
 _cache_lock = threading.Lock()
-
-
-def file_fingerprint(path: str | Path) -> Fingerprint | None:
-    """The fingerprint of a local image file, or ``None`` when it cannot be read as one.
-
-    The core's ``fingerprint``: EXIF orientation applied, a large JPEG decoded at reduced scale
-    (the hash reads 128 px), truncated files and non-images refused, as for thumbnails.
-    """
-    try:
-        return fingerprint(Path(path))
-    except (SimilarImagesError, OSError, ValueError):
-        return None  # missing, unreadable, truncated or not an image: counted by the caller
 
 
 def dataset_fingerprints(

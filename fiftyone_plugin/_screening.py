@@ -28,6 +28,7 @@ from simages_core.identity import (
     FingerprintCache,
     collapse_copies,
     fingerprint_results,
+    url_fingerprint,
 )
 
 from ._find_fingerprints import (
@@ -223,11 +224,8 @@ class ThumbnailPrints:
                     future = self._worker.url(url)
                 else:
                     assert self._pool is not None
-                    future = self._pool.submit(self._here, image)
+                    future = self._pool.submit(url_fingerprint, url, self._fetcher)
                 self._pending[image.id] = (url, future)
-
-    def _here(self, image: SimilarImage) -> Fingerprint | None:
-        return thumbnail_fingerprints([image], self._fetcher, self._cache, 1).get(image.id)
 
     def take(self, image_id: str) -> Fingerprint | None:
         """The image's thumbnail fingerprint (waiting for it), or ``None`` if it has none."""

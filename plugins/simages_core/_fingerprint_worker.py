@@ -7,19 +7,14 @@ on stdout as each is ready, and exits once every request is answered.
 
 from __future__ import annotations
 
-import logging
 import pickle
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import BinaryIO
 
-from ._exceptions import SimilarImagesError
-from .fetch import Fetcher, FetchPolicy, redact_url
-from .identity import Fingerprint, fingerprint
-
-logger = logging.getLogger("simages_core")
+from ._result_fingerprints import file_fingerprint, url_fingerprint
+from .fetch import Fetcher, FetchPolicy
 
 _FILE_THREADS = 2
 """Decoding releases the GIL for part of its time, so two threads keep one core busy."""
@@ -32,11 +27,7 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     send_lock = threading.Lock()
 
     def answer(fetcher: Fetcher, token: int, kind: str, value: str) -> None:
-        fp: Fingerprint | None = None
-        try:
-            fp = fingerprint(fetcher.fetch_bytes(value).data if kind == "url" else Path(value))
-        except (SimilarImagesError, OSError, ValueError) as exc:
-            logger.debug("no fingerprint for %s: %s", redact_url(value) if kind == "url" else value, exc)
+        fp = url_fingerprint(value, fetcher) if kind == "url" else file_fingerprint(value)
         with send_lock:
             pickle.dump((token, fp), answers, protocol=pickle.HIGHEST_PROTOCOL)
             answers.flush()

@@ -6,10 +6,12 @@ Part of ``simages_core.identity`` (which re-exports these names); separate so ea
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._exceptions import SimilarImagesError
@@ -20,6 +22,29 @@ if TYPE_CHECKING:
     from .identity import Fingerprint
 
 logger = logging.getLogger("simages_core")
+
+
+def url_fingerprint(url: str, fetcher: Fetcher) -> Fingerprint | None:
+    """The fingerprint of the image at ``url``, or ``None`` when it cannot be fetched or read (logged
+    at DEBUG): a result without one is screened as new, which costs at worst a duplicate."""
+    from .identity import fingerprint  # at call time: identity imports this module
+
+    try:
+        return fingerprint(fetcher.fetch_bytes(url).data)
+    except (SimilarImagesError, OSError, ValueError) as exc:  # FetchError, ImageEncodingError
+        logger.debug("no fingerprint for %s: %s", redact_url(url), exc)
+        return None
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> Fingerprint | None:
+    """The fingerprint of a local image file, or ``None`` when it is missing, unreadable, truncated
+    or not an image (EXIF orientation applied, a large JPEG decoded at reduced scale)."""
+    from .identity import fingerprint
+
+    try:
+        return fingerprint(Path(path))
+    except (SimilarImagesError, OSError, ValueError):
+        return None
 
 
 def fingerprint_results(
@@ -44,14 +69,8 @@ def fingerprint_results(
         else:
             missing[image_id] = url
 
-    from .identity import fingerprint  # at call time: identity imports this module
-
     def one(url: str) -> Fingerprint | None:
-        try:
-            return fingerprint(fetcher.fetch_bytes(url).data)
-        except (SimilarImagesError, OSError, ValueError) as exc:  # FetchError, ImageEncodingError
-            logger.debug("no fingerprint for %s: %s", redact_url(url), exc)
-            return None
+        return url_fingerprint(url, fetcher)
 
     def record(computed: Iterable[Fingerprint | None]) -> None:
         for (image_id, url), fp in zip(missing.items(), computed, strict=True):

@@ -328,7 +328,13 @@ def collapse_copies(
 
 
 # Fetching thumbnails to fingerprint them lives in its own module; these names belong here too.
-from ._result_fingerprints import FingerprintCache, ThumbnailFingerprints, fingerprint_results  # noqa: E402
+from ._result_fingerprints import (  # noqa: E402
+    FingerprintCache,
+    ThumbnailFingerprints,
+    file_fingerprint,
+    fingerprint_results,
+    url_fingerprint,
+)
 
 __all__ = [
     "COPY_DISTANCE",
@@ -342,7 +348,9 @@ __all__ = [
     "ThumbnailFingerprints",
     "check_threshold",
     "collapse_copies",
+    "file_fingerprint",
     "fingerprint",
     "fingerprint_image",
     "fingerprint_results",
+    "url_fingerprint",
 ]
