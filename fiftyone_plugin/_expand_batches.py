@@ -24,7 +24,7 @@ from simages_core.fetch import Fetcher
 
 from ._downloads import DownloadBatch, DownloadJob
 from ._expand_record import ExpandRecord
-from ._importing import Screening, build_samples, create_target, roll_back
+from ._importing import Screening, add_downloaded, roll_back
 from ._outcomes import QueryLabel, RankedImage
 from ._samples import SampleSpec
 from ._screening import ThumbnailPrints
@@ -123,28 +123,19 @@ def finish_batch(
     """Add a started batch's downloaded images, all or nothing; returns the target (made if needed)."""
     screening = batch.screening
     outcomes = []
-    created = False
     try:
         # Read one by one, so a roll-back knows every file handed over before an interruption.
         for outcome in batch.downloads:
             outcomes.append(outcome)
         order = {job.key: i for i, job in enumerate(batch.jobs)}
-        kept = screening.screen_downloads(sorted(outcomes, key=lambda o: order[o.job.key]))
-        samples = build_samples(batch.new, kept, spec, screening.prints)
-        sample_ids: list[str] = []
-        if samples:
-            if target is None:
-                target, created = create_target(target_name), True
-            sample_ids = list(target.add_samples(samples, progress=False))
-        added = [o.job.key for o in kept if o.ok and o.path is not None]
-        screening.added(dict(zip(added, sample_ids, strict=True)))
+        target, sample_ids, _ = add_downloaded(
+            target, target_name, batch.new, sorted(outcomes, key=lambda o: order[o.job.key]), spec, screening
+        )
     except BaseException:
         batch.close()  # what was never read is removed; what was read is rolled back below
         roll_back(target, spec.tag, outcomes, only_ids=set(batch.new))
-        if created and target is not None and len(target) == 0:
-            fo.delete_dataset(target_name)
         raise
-    record.imported += len(samples)
+    record.imported += len(sample_ids)
     record.skipped_copies += len(screening.copies)
     record.copies.update(screening.resolved)
     for outcome in outcomes:

@@ -187,16 +187,41 @@ def _download_and_add(
         query_time=now.astimezone(timezone.utc).replace(tzinfo=None),
     )
     outcomes: dict[str, DownloadOutcome] = {}
-    created = False
-    sample_ids: list[str] = []
     try:
         with closing(iter_downloads(jobs, media_dir, options.policy, fetcher)) as downloads:
             for done, outcome in enumerate(downloads, start=1):
                 outcomes[outcome.job.key] = outcome
                 yield Progress(0.2 + 0.7 * done / len(jobs), f"Downloaded {done}/{len(jobs)}")
-        ordered = [outcomes[j.key] for j in jobs]
-        kept = screening.screen_downloads(ordered)
-        samples = build_samples(by_id, kept, spec, screening.prints)
+        _, sample_ids, created = add_downloaded(
+            dataset, target_name, by_id, [outcomes[j.key] for j in jobs], spec, screening
+        )
+    except BaseException:
+        # A failure, or a cancelled run (GeneratorExit): take back everything this run wrote.
+        roll_back(dataset, tag, outcomes.values())
+        raise
+    return sample_ids, [outcomes[j.key] for j in jobs], created
+
+
+def add_downloaded(
+    dataset: fo.Dataset | None,
+    target_name: str,
+    by_id: Mapping[str, RankedImage],
+    outcomes: Sequence[DownloadOutcome],
+    spec: SampleSpec,
+    screening: Screening,
+) -> tuple[fo.Dataset | None, list[str], bool]:
+    """Add one batch's downloads (in the batch's order) as samples, and settle its screening.
+
+    Downloads screened only now (no thumbnail fingerprint) that turn out to be copies are dropped,
+    the target is made if it does not exist yet, and the accepted candidates become target samples
+    in ``screening``. Returns (target, new sample ids, whether the target was made here). A target
+    made here is deleted again if adding fails; the caller rolls back the batch's files and samples.
+    """
+    kept = screening.screen_downloads(list(outcomes))
+    samples = build_samples(by_id, kept, spec, screening.prints)
+    sample_ids: list[str] = []
+    created = False
+    try:
         if samples:
             if dataset is None:
                 dataset, created = create_target(target_name), True
@@ -204,12 +229,10 @@ def _download_and_add(
         added = [o.job.key for o in kept if o.ok and o.path is not None]
         screening.added(dict(zip(added, sample_ids, strict=True)))
     except BaseException:
-        # A failure, or a cancelled run (GeneratorExit): take back everything this run wrote.
-        roll_back(dataset if not created else None, tag, outcomes.values())
         if created and fo.dataset_exists(target_name):
             fo.delete_dataset(target_name)
         raise
-    return sample_ids, [outcomes[j.key] for j in jobs], created
+    return dataset, sample_ids, created
 
 
 class Screening:
