@@ -103,6 +103,22 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(params=["disk", "redis"])
+def store(request, tmp_path):
+    """A learned-labels store of each kind: on disk, and in a Redis started for the test."""
+    from simages_core.shared_store import connect_from_env
+    from simages_label_studio.learned_store import DiskLearnedStore, RedisLearnedStore
+
+    if request.param == "disk":
+        opened = DiskLearnedStore(tmp_path / "learned", every=3)
+    else:
+        server = request.getfixturevalue("redis_server")
+        request.getfixturevalue("monkeypatch").setenv("SIMAGES_CACHE_URL", server.url)
+        opened = RedisLearnedStore(connect_from_env(), every=3)
+    yield opened
+    opened.close()
+
+
 @pytest.fixture(scope="session")
 def static_images(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """(base URL, folder) of a plain HTTP server on loopback: images that live outside the index."""

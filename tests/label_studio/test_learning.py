@@ -28,7 +28,6 @@ from simages_label_studio.learned_labels import (
     learned_vote,
     match_boxes,
 )
-from simages_label_studio.learned_store import DiskLearnedStore, RedisLearnedStore
 from simages_label_studio.webhook_events import WebhookEvent
 from tests.redis_support import redis_server  # noqa: F401
 
@@ -173,21 +172,6 @@ def test_a_config_whose_labels_are_not_coco_names_is_kept_to_be_learned():
 
 
 # --- both stores -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["disk", "redis"])
-def store(request, tmp_path):
-    if request.param == "disk":
-        opened = DiskLearnedStore(tmp_path / "learned", every=3)
-    else:
-        from simages_core.shared_store import connect_from_env
-
-        server = request.getfixturevalue("redis_server")
-        monkeypatch = request.getfixturevalue("monkeypatch")
-        monkeypatch.setenv("SIMAGES_CACHE_URL", server.url)
-        opened = RedisLearnedStore(connect_from_env(), every=3)
-    yield opened
-    opened.close()
 
 
 def test_an_updated_annotation_replaces_what_it_taught_and_a_deleted_one_takes_it_back(store):

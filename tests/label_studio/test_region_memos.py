@@ -14,7 +14,6 @@ import pytest
 from simages_core import Detection, SimilarImage
 from simages_label_studio.context import project_key
 from simages_label_studio.learned_labels import Contribution, ContributionPart, class_signals
-from simages_label_studio.learned_store import DiskLearnedStore, RedisLearnedStore
 from simages_label_studio.region_memos import (
     RegionMemo,
     annotated_regions,
@@ -116,20 +115,6 @@ def test_a_memo_holds_the_crops_best_class_unless_it_is_weak_or_explicitly_mappe
 
 
 # --- the stores -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["disk", "redis"])
-def store(request, tmp_path):
-    if request.param == "disk":
-        opened = DiskLearnedStore(tmp_path / "learned", every=3)
-    else:
-        from simages_core.shared_store import connect_from_env
-
-        server = request.getfixturevalue("redis_server")
-        request.getfixturevalue("monkeypatch").setenv("SIMAGES_CACHE_URL", server.url)
-        opened = RedisLearnedStore(connect_from_env(), every=3)
-    yield opened
-    opened.close()
 
 
 def test_memos_are_kept_per_project_and_task_newest_last_and_bounded(store):
