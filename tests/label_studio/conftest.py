@@ -21,6 +21,8 @@ from simages_label_studio.testing import BackendProcess, LabelStudioProcess
 REPO = Path(__file__).resolve().parents[2]
 LABEL_STUDIO_BIN = REPO / ".venv-ls" / "bin" / "label-studio"
 TOKEN = "simages0test0token0000000000000000000000"
+BROWSER_TOKEN = "simages0browser0token00000000000000000000"
+BROWSER_USER, BROWSER_PASSWORD = "admin@example.com", "simages-browser-password"
 
 CONFIG = """
 <View>
@@ -101,6 +103,30 @@ def coco_boxes(demo_dir: Path, file_name: str) -> list[tuple[str, tuple[float, f
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
+
+
+@pytest.fixture
+def studio(tmp_path) -> Iterator[LabelStudioProcess]:
+    """A Label Studio of the test's own, with a user who logs in in the browser tests."""
+    if not LABEL_STUDIO_BIN.exists():
+        pytest.fail(f"Label Studio is not installed at {LABEL_STUDIO_BIN}: run scripts/install.sh")
+    with LabelStudioProcess(
+        LABEL_STUDIO_BIN,
+        tmp_path / "label-studio",
+        token=BROWSER_TOKEN,
+        username=BROWSER_USER,
+        password=BROWSER_PASSWORD,
+    ) as process:
+        yield process
+
+
+def log_in(page, studio: LabelStudioProcess) -> None:
+    """Log the browser page in to ``studio`` as its user, as a person would."""
+    page.goto(f"{studio.url}/user/login/")
+    page.locator("#email").fill(BROWSER_USER)
+    page.locator("#password").fill(BROWSER_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{studio.url}/")
 
 
 @pytest.fixture(params=["disk", "redis"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,7 @@ import requests
 from browser_support import UPDATE, Screenshots, chromium_page, needs_chromium
 from label_studio_sdk import LabelStudio
 
-from simages_label_studio.testing import LabelStudioProcess
-
-from .conftest import start_backend
+from .conftest import BROWSER_TOKEN, log_in, start_backend
 from .test_interactive import DATA, scrub, serve_images, team_photo
 
 pytestmark = [
@@ -37,10 +34,7 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-LABEL_STUDIO_BIN = REPO / ".venv-ls" / "bin" / "label-studio"
 DOCS = REPO / "label_studio_backend" / "docs"
-TOKEN = "simages0interactive0token000000000000000"
-USER, PASSWORD = "admin@example.com", "simages-browser-password"
 SMART_CONFIG = """
 <View>
   <Image name="image" value="$image"/>
@@ -107,16 +101,6 @@ def shape(value: Any) -> Any:
     )
 
 
-@pytest.fixture
-def studio(tmp_path) -> Iterator[LabelStudioProcess]:
-    if not LABEL_STUDIO_BIN.exists():
-        pytest.fail(f"Label Studio is not installed at {LABEL_STUDIO_BIN}: run scripts/install.sh")
-    with LabelStudioProcess(
-        LABEL_STUDIO_BIN, tmp_path / "label-studio", token=TOKEN, username=USER, password=PASSWORD
-    ) as process:
-        yield process
-
-
 def test_a_box_drawn_with_auto_annotation_gets_its_label(studio, local_api, tmp_path):
     from playwright.sync_api import expect
 
@@ -132,7 +116,7 @@ def test_a_box_drawn_with_auto_annotation_gets_its_label(studio, local_api, tmp_
     shots = Screenshots(tmp_path / "screenshots", docs={"drawn-box": DOCS / "interactive-drawn-box.png"})
     shots.folder.mkdir()
     try:
-        sdk = LabelStudio(base_url=studio.url, api_key=TOKEN)
+        sdk = LabelStudio(base_url=studio.url, api_key=BROWSER_TOKEN)
         project = sdk.projects.create(title="Drawn boxes", label_config=SMART_CONFIG)
         sdk.projects.import_tasks(id=project.id, request=[{"data": {"image": image_url}}])
         (task,) = sdk.tasks.list(project=project.id)
@@ -141,11 +125,7 @@ def test_a_box_drawn_with_auto_annotation_gets_its_label(studio, local_api, tmp_
 
         with chromium_page() as browser:
             page = browser.page
-            page.goto(f"{studio.url}/user/login/")
-            page.locator("#email").fill(USER)
-            page.locator("#password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(f"{studio.url}/")
+            log_in(page, studio)
 
             page.goto(f"{studio.url}/projects/{project.id}/data?task={task.id}")
             page.get_by_text("Auto-Annotation", exact=True).click()
@@ -186,7 +166,7 @@ def test_a_box_drawn_with_auto_annotation_gets_its_label(studio, local_api, tmp_
         assert len(recorded) == 2, f"{len(recorder.bodies)} /predict calls, {len(recorded)} interactive"
         cup, brick = (body["params"]["context"]["result"][0] for body in recorded)
         assert cup["value"]["rectanglelabels"] == ["Person"] and brick["value"]["rectanglelabels"] == ["Cat"]
-        assert all(TOKEN not in json.dumps(body) for body in recorded)
+        assert all(BROWSER_TOKEN not in json.dumps(body) for body in recorded)
         committed = DATA / "interactive_rectangle.json"
         if UPDATE:
             committed.write_text(json.dumps(recorded, indent=1) + "\n")

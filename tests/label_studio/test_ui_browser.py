@@ -11,16 +11,13 @@ temporary folder; ``SIMAGES_UPDATE_SCREENSHOTS=1`` also refreshes the ones
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from browser_support import Screenshots, chromium_page, needs_chromium
 from label_studio_sdk import LabelStudio
 
-from simages_label_studio.testing import LabelStudioProcess
-
-from .conftest import CONFIG, start_backend
+from .conftest import BROWSER_TOKEN, CONFIG, log_in, start_backend
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,10 +28,7 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-LABEL_STUDIO_BIN = REPO / ".venv-ls" / "bin" / "label-studio"
 DOCS = REPO / "label_studio_backend" / "docs"
-TOKEN = "simages0browser0token00000000000000000000"
-USER, PASSWORD = "admin@example.com", "simages-browser-password"
 # The regions' rectangles on Label Studio's canvas (Konva, exposed as ``window.Konva``), drawn and visible.
 DRAWN_BOXES = """n => {
     const stages = (window.Konva && window.Konva.stages) || [];
@@ -69,20 +63,10 @@ def assert_displayed(text: str, score: float) -> None:
     assert float(text) == round(score, digits), f"shown {text!r}, the predictions' mean score is {score}"
 
 
-@pytest.fixture
-def studio(tmp_path) -> Iterator[LabelStudioProcess]:
-    if not LABEL_STUDIO_BIN.exists():
-        pytest.fail(f"Label Studio is not installed at {LABEL_STUDIO_BIN}: run scripts/install.sh")
-    with LabelStudioProcess(
-        LABEL_STUDIO_BIN, tmp_path / "label-studio", token=TOKEN, username=USER, password=PASSWORD
-    ) as process:
-        yield process
-
-
 def test_connect_retrieve_and_review_predictions(studio, local_api, tmp_path):
     from playwright.sync_api import expect
 
-    sdk = LabelStudio(base_url=studio.url, api_key=TOKEN)
+    sdk = LabelStudio(base_url=studio.url, api_key=BROWSER_TOKEN)
     project = sdk.projects.create(title="Similar Images demo", label_config=CONFIG)
     sdk.projects.import_tasks(
         id=project.id, request=[{"data": {"image": local_api.image_url(f)}} for f in FILES]
@@ -102,17 +86,13 @@ def test_connect_retrieve_and_review_predictions(studio, local_api, tmp_path):
         local_api.base_url,
         local_api.api_key,
         LABEL_STUDIO_URL=studio.url,
-        LABEL_STUDIO_API_KEY=TOKEN,
+        LABEL_STUDIO_API_KEY=BROWSER_TOKEN,
         SIMAGES_ALLOW_URL_NETWORKS="127.0.0.0/8",
     )
     try:
         with chromium_page() as browser:
             page = browser.page
-            page.goto(f"{studio.url}/user/login/")
-            page.locator("#email").fill(USER)
-            page.locator("#password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(f"{studio.url}/")
+            log_in(page, studio)
 
             # Settings → Model: the form a user fills to connect the backend.
             page.goto(f"{studio.url}/projects/{project.id}/settings/ml")
