@@ -16,21 +16,20 @@ import fiftyone.operators.types as types
 
 from . import _panel_actions as actions
 from ._panel_cache import COUNTS
-from ._panel_events import TURNS
+from ._panel_events import TURNS, Search
+from ._panel_memory import MEMORY, memory_key, new_mount
 from ._panel_render import Handlers, render
 
 PANEL_NAME = "similar_images_panel"
 PANEL_LABEL = "Similar images"
 PANEL_ICON = "image_search"
-SEARCH_EVENTS = frozenset(
-    {
-        "on_change_current_sample",
-        "on_change_selected_labels",
-        "num_similar_changed",
-        "search_text",
-        "search_selected",
-    }
-)
+SEARCHES = {
+    "on_change_current_sample": Search.QUERY,
+    "on_change_selected_labels": Search.QUERY,
+    "search_text": Search.QUERY,
+    "search_selected": Search.QUERY,
+    "num_similar_changed": Search.PAGE_SIZE,
+}
 """Events that replace the answer on screen: one overtaken by a newer one is skipped (``_panel_events``)."""
 
 
@@ -58,13 +57,18 @@ class SimilarImagesPanel(foo.Panel):
         method = ctx.params.get("__method__")
         if not ctx.panel_id or method in (None, "on_startup"):
             return super().execute(ctx)
-        with TURNS.turn(str(ctx.panel_id), search=method in SEARCH_EVENTS) as overtaken:
+        panel_id = str(ctx.panel_id)
+        with TURNS.turn(panel_id, search=SEARCHES.get(method)) as overtaken:
             if overtaken:
                 return None  # a newer search answers; this one leaves the panel as it is
-            return super().execute(ctx)
+            MEMORY.restore(memory_key(panel_id, ctx.panel_state), ctx.panel_state)
+            try:
+                return super().execute(ctx)
+            finally:  # under the key the event ended with: on_load starts a new one
+                MEMORY.record(memory_key(panel_id, ctx.panel_state), ctx.panel_state)
 
     def on_load(self, ctx: Any) -> None:
-        ctx.panel.state.set({"imported": {}, "copies": {}})
+        ctx.panel.state.set({"mount": new_mount(), "imported": {}, "copies": {}})
         actions.refresh_usage(ctx)
         if ctx.current_sample:
             actions.search_modal(ctx)

@@ -128,7 +128,13 @@ def search_selected(ctx: Any) -> None:
 
 
 def search_again(ctx: Any) -> None:
-    """The page size changed: the same kind of query again (in the grid only once one was asked)."""
+    """The page size changed: the same kind of query again (in the grid only once one was asked).
+
+    The page-size box also reports its value each time the panel is drawn: a value the answer on
+    screen already has is not a change, and searches nothing."""
+    shown = ctx.panel.state.get("answer")
+    if isinstance(shown, dict) and shown.get("num_similar") == num_similar(ctx):
+        return
     if ctx.current_sample:
         search_modal(ctx)
     elif ctx.panel.state.get("grid_source") == "text":

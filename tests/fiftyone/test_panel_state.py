@@ -42,8 +42,11 @@ class PanelDriver:
         current_sample: str | None = None,
         selected: list[str] | None = None,
         selected_labels: list[dict[str, Any]] | None = None,
+        sent_with: dict[str, Any] | None = None,
     ) -> Any:
-        sent_state = copy.deepcopy(self.state)
+        """Run a callback with the panel's state, or with ``sent_with``: an event the browser fired
+        before the patches of earlier events reached it carries an older state."""
+        sent_state = copy.deepcopy(self.state if sent_with is None else sent_with)
         result = execute_operator(
             PANEL_URI,
             dataset=self.dataset,
@@ -244,7 +247,13 @@ def test_import_refuses_ticks_that_are_not_in_the_answer_on_screen(api_env, two_
     first = two_photos.first().id
     panel = PanelDriver(two_photos)
     panel.call("on_load", current_sample=first)
-    pydash.set_(panel.state, "rows", [*panel.state["rows"], {"id": "0123456789abcdef", "rank": 99}])
+    injected = [*panel.state["rows"], {"id": "0123456789abcdef", "rank": 99}]
+    pydash.set_(panel.state, "rows", injected)
+    panel.call("on_pick", current_sample=first)
+    cards = panel.output_properties()["cards"]["type"]["properties"]
+    assert "r_0123456789abcdef" not in cards  # the App server draws the rows it sent, not the browser's
+    # After an App server restart (which forgets every panel) the browser's state is all there is.
+    panel.panel_id = unique_name("panel")
     panel.tick("0123456789abcdef", current_sample=first)
     panel.tick(panel.ids[0], current_sample=first)
     count = len(two_photos)
@@ -294,3 +303,51 @@ def test_an_empty_text_is_refused_in_the_panel(api_env, two_photos):
     panel.call("search_text")
     assert panel.error is not None and "text prompt" in panel.error
     assert not panel.state["rows"]
+
+
+def test_an_event_sent_with_an_old_state_keeps_the_answer_on_screen(api_env, two_photos):
+    # Recorded in the App: the grid's text search, then the page-size box reporting its value as the
+    # panel is drawn, with the state it had before the text was even typed; its render drew an
+    # empty panel over the answer.
+    panel = PanelDriver(two_photos)
+    panel.call("on_load")
+    before_typing = copy.deepcopy(panel.state)
+    panel.state["text"] = "a cat"
+    panel.call("search_text")
+    shown = panel.ids
+    searches = server_searches(api_env)
+
+    panel.call("num_similar_changed", sent_with={**before_typing, "num_similar": 10})
+    assert server_searches(api_env) == searches  # the page size on screen: not a change
+    assert panel.ids == shown
+    cards = panel.output_properties()["cards"]["type"]["properties"]
+    assert list(cards) == [f"r_{i}" for i in shown]  # drawn from the answer, not the old state
+    assert panel.output_properties()["answer_title"]["default"] == "**Similar to the text 'a cat'**"
+
+    # Ticks are the browser's: an event's own ticks count; one that knows no results yet keeps the last.
+    panel.tick(shown[0])
+    panel.call("on_change_selected", sent_with={**before_typing, "num_similar": 10})
+    button = panel.output_properties()["import_selected"]["view"]
+    assert button["label"] == "Import selected (1)" and not button.get("disabled")
+    unticked = copy.deepcopy(panel.state)
+    unticked["cards"][f"r_{shown[0]}"]["pick"] = False
+    panel.call("on_pick", sent_with=unticked)
+    assert panel.output_properties()["import_selected"]["view"]["disabled"]
+
+    # A real page-size change searches the query on screen again.
+    panel.state["num_similar"] = 3
+    panel.call("num_similar_changed")
+    assert len(panel.ids) <= 3 and panel.state["answer"]["num_similar"] == 3
+
+
+def test_two_tabs_with_the_modal_panel_draw_their_own_answers(api_env, two_photos):
+    # The sample modal's panel has the same id in every browser tab.
+    first, second = two_photos.values("id")
+    tab, other_tab = PanelDriver(two_photos), PanelDriver(two_photos)
+    other_tab.panel_id = tab.panel_id
+    tab.call("on_load", current_sample=first)
+    other_tab.call("on_load", current_sample=second)
+    tab.call("on_pick", current_sample=first)
+    assert tab.output_properties()["answer_title"]["default"] == f"**Similar to sample {first}**"
+    other_tab.call("on_pick", current_sample=second)
+    assert other_tab.output_properties()["answer_title"]["default"] == f"**Similar to sample {second}**"
