@@ -24,10 +24,10 @@ from simages_core.fetch import Fetcher
 
 from ._downloads import DownloadBatch, DownloadJob
 from ._expand_record import ExpandRecord
-from ._importing import Screening, add_downloaded, roll_back
+from ._importing import add_downloaded, roll_back
 from ._outcomes import QueryLabel, RankedImage
 from ._samples import SampleSpec
-from ._screening import ThumbnailPrints
+from ._screening import Screening, ThumbnailPrints
 
 # Errors after which no further query can succeed today: the run stops instead of sending the rest.
 FATAL: dict[type[Exception], str] = {

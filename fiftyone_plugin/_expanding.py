@@ -33,7 +33,6 @@ from simages_core import (
     budget_for,
 )
 from simages_core.fetch import Fetcher
-from simages_core.identity import CopyIndex
 
 from ._expand_batches import StartedBatch, finish_batch, start_batch
 from ._expand_record import (
@@ -44,7 +43,7 @@ from ._expand_record import (
     save_record,
     start_record,
 )
-from ._importing import Screening, default_media_dir, existing_target
+from ._importing import default_media_dir, existing_target
 from ._outcomes import ExpandResult, Progress, QueryLabel
 from ._params import ExpandParams, ImportOptions
 from ._provenance import existing_keys, run_tag
@@ -52,11 +51,11 @@ from ._ranking import ClassFilter
 from ._samples import SampleSpec
 from ._screening import (
     CopyScreen,
-    TargetFingerprints,
+    Screening,
     ThumbnailPrints,
-    iter_target_fingerprints,
     start_worker,
 )
+from ._target_prints import TargetFingerprints, TargetPrinting, await_printing
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +147,8 @@ def iter_expand(
     worker = start_worker(options.policy.fetch_policy(), thumbnail_fetches) if options.screen_copies else None
     thumbnails = ThumbnailPrints(fetcher, thumbnail_fetches, worker) if options.screen_copies else None
     screen: CopyScreen | None = None
-    target_prints = TargetFingerprints(CopyIndex(options.copy_threshold))
+    printing: TargetPrinting | None = None
+    target_prints: TargetFingerprints | None = None
 
     def new_only(images: Sequence[SimilarImage]) -> list[SimilarImage]:
         # Read while the main thread adds to these sets: a membership test is atomic.
@@ -179,14 +179,12 @@ def iter_expand(
             if not pending and not started:
                 break
             if options.screen_copies and screen is None:
-                # The target's fingerprints are computed once the first searches are in flight.
-                target_prints = yield from iter_target_fingerprints(
-                    target,
-                    options.copy_threshold,
-                    span=(len(record.done) / max(plan.total, 1),) * 2,
-                    worker=worker,
-                )
-                screen = CopyScreen(target_prints.index)
+                # The target's fingerprints are computed on a thread of their own while the first
+                # searches, thumbnails and downloads run; candidates accepted before they are all
+                # in are checked again before they are added.
+                done = len(record.done) / max(plan.total, 1)
+                printing = TargetPrinting(target, options.copy_threshold, worker, span=(done, done))
+                screen = CopyScreen(printing.index, printing.complete)
             if pending:
                 # Batch k+1 is screened and starts downloading before batch k is added.
                 batch = pending.popleft()
@@ -197,6 +195,8 @@ def iter_expand(
                 started.append((begun, len(batch)))
                 stopped = stopped or begun.fatal
             if len(started) > 1 or (started and not pending):
+                if printing is not None and target_prints is None:
+                    target_prints = yield from await_printing(printing)  # no batch is added before
                 finished, requests = started.popleft()
                 target = finish_batch(finished, target, plan.target_name, spec, record)
                 record.requests += requests
@@ -209,6 +209,8 @@ def iter_expand(
         # started but not added leaves no file behind.
         for unfinished, _ in started:
             unfinished.close()
+        if printing is not None:
+            printing.close()
         pool.shutdown(wait=True, cancel_futures=True)
         download_pool.shutdown(wait=True, cancel_futures=True)
         if thumbnails is not None:
@@ -235,8 +237,8 @@ def iter_expand(
         skipped_copies=record.skipped_copies,
         copies=dict(record.copies),
         screened=options.screen_copies,
-        fingerprints_computed=target_prints.computed,
-        unreadable_samples=target_prints.unreadable,
+        fingerprints_computed=target_prints.computed if target_prints else 0,
+        unreadable_samples=target_prints.unreadable if target_prints else 0,
     )
 
 

@@ -40,13 +40,11 @@ from ._ranking import ClassFilter
 from ._samples import SampleSpec, build_sample
 from ._screening import (
     CopyScreen,
-    CopyVerdict,
-    TargetFingerprints,
-    file_fingerprint,
-    iter_target_fingerprints,
+    Screening,
     thumbnail_fingerprints,
 )
 from ._search import plan_queries, run_search
+from ._target_prints import TargetFingerprints, iter_target_fingerprints
 
 logger = logging.getLogger(__name__)
 
@@ -233,67 +231,6 @@ def add_downloaded(
             fo.delete_dataset(target_name)
         raise
     return dataset, sample_ids, created
-
-
-class Screening:
-    """What screening decided for one batch of candidates (API image id -> ...), in the caller's order.
-
-    Without a ``CopyScreen`` (screening off) nothing is a copy and nothing is fingerprinted.
-    """
-
-    def __init__(self, screen: CopyScreen | None = None) -> None:
-        self.screen = screen
-        self.prints: dict[str, Fingerprint] = {}
-        """Fingerprints of the accepted candidates, stored on their samples."""
-        self.copies: dict[str, CopyVerdict] = {}
-        self.unprinted: list[str] = []
-        """Accepted without a thumbnail fingerprint: screened from the downloaded file."""
-        self.resolved: dict[str, str] = {}
-        """Candidate -> the sample id it copies, once the batch's samples are in (``added``)."""
-
-    def check(self, image_id: str, fp: Fingerprint | None) -> bool:
-        """Screen one candidate; ``True`` if it is to be downloaded."""
-        if self.screen is None:
-            return True
-        if fp is None:
-            self.unprinted.append(image_id)
-            return True
-        verdict = self.screen.check(image_id, fp)
-        if verdict is not None:
-            self.copies[image_id] = verdict
-            return False
-        self.prints[image_id] = fp
-        return True
-
-    def screen_downloads(self, outcomes: list[DownloadOutcome]) -> list[DownloadOutcome]:
-        """The outcomes to keep: a download screened only now (no thumbnail fingerprint) that turns
-        out to be a copy has its file removed at once and is dropped."""
-        if self.screen is None or not self.unprinted:
-            return outcomes
-        waiting = set(self.unprinted)
-        kept = []
-        for outcome in outcomes:
-            if outcome.job.key in waiting and outcome.ok and outcome.path is not None:
-                fp = file_fingerprint(outcome.path)
-                if fp is not None and not self.check(outcome.job.key, fp):
-                    outcome.path.unlink(missing_ok=True)
-                    continue
-            kept.append(outcome)
-        return kept
-
-    def added(self, new_sample_ids: dict[str, str]) -> None:
-        """The accepted candidates that went in (API image id -> sample id): the target's from now on."""
-        if self.screen is None:
-            return
-        self.screen.added(new_sample_ids, self.prints)
-        for candidate, verdict in self.copies.items():
-            if candidate in self.resolved:
-                continue
-            if verdict.sample_id is not None:
-                self.resolved[candidate] = verdict.sample_id
-            else:
-                image_id = str(verdict.image_id)
-                self.resolved[candidate] = new_sample_ids.get(image_id, f"simages_id:{image_id}")
 
 
 def screen_candidates(

@@ -16,9 +16,9 @@ import fiftyone.core.sample as fos
 from simages_core import SimilarImage
 from simages_core.boxes import scale_box, to_fiftyone
 
+from ._find_fingerprints import FINGERPRINT_FIELD
 from ._outcomes import RankedImage
 from ._ranking import ClassFilter, kept_detections
-from ._screening import FINGERPRINT_FIELD
 
 PROVENANCE_FIELDS = (
     "simages_score",

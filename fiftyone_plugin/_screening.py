@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,89 +31,14 @@ from simages_core.identity import (
     url_fingerprint,
 )
 
+from ._downloads import DownloadOutcome
 from ._find_fingerprints import (
-    FINGERPRINT_FIELD,
-    FINGERPRINT_WORKERS,
-    add_stored,
     dataset_fingerprints,
     file_fingerprint,
 )
-from ._outcomes import FindSimilarResult, Progress
+from ._outcomes import FindSimilarResult
 
 logger = logging.getLogger("simages_fiftyone")
-
-FINGERPRINT_BATCH = 256
-"""Samples fingerprinted per batch: each batch is written with one ``set_values`` and reported."""
-
-
-@dataclass(frozen=True)
-class TargetFingerprints:
-    """The target's fingerprints by sample id, and what this run had to compute to get them."""
-
-    index: CopyIndex
-    computed: int = 0
-    """Samples fingerprinted by this run (the others had the field already)."""
-    unreadable: int = 0
-    """Samples whose file could not be read: they get no fingerprint and are not screened against."""
-
-
-def iter_target_fingerprints(
-    dataset: fo.Dataset | None,
-    threshold: int,
-    *,
-    span: tuple[float, float] = (0.0, 1.0),
-    max_workers: int = FINGERPRINT_WORKERS,
-    batch_size: int = FINGERPRINT_BATCH,
-    worker: FingerprintWorker | None = None,
-) -> Generator[Progress, None, TargetFingerprints]:
-    """Fingerprint the samples of ``dataset`` lacking one (stored in ``simages_fingerprint``), in batches.
-
-    In ``worker`` when given (an expansion's worker process), else on ``max_workers`` threads.
-
-    Yields ``Progress`` within ``span`` after each batch and returns every fingerprint in a
-    ``CopyIndex`` keyed by sample id. Only that field is written, and only on samples that lacked
-    it (or held something that is not a fingerprint).
-    """
-    index = CopyIndex(threshold)
-    if dataset is None or not len(dataset):
-        return TargetFingerprints(index)
-    missing = add_stored(dataset, index)
-    if not missing:
-        return TargetFingerprints(index)
-    low, high = span
-    computed = unreadable = 0
-    yield Progress(low, f"Fingerprinting {len(missing)} sample(s) of {dataset.name!r}")
-    chunks = [missing[start : start + batch_size] for start in range(0, len(missing), batch_size)]
-    with ThreadPoolExecutor(max(1, min(max_workers, len(missing))), thread_name_prefix="simages-fp") as pool:
-
-        def submit(chunk: list[tuple[str, str]]) -> list[Future[Fingerprint | None]]:
-            if worker is not None:
-                return [worker.file(path) for _, path in chunk]
-            return [pool.submit(file_fingerprint, path) for _, path in chunk]
-
-        # The next chunk is submitted before this one is awaited, so hashing never waits for the
-        # database write of the chunk before (nor for the caller reading its progress).
-        ahead = submit(chunks[0])
-        done = 0
-        for position, chunk in enumerate(chunks):
-            futures, ahead = ahead, submit(chunks[position + 1]) if position + 1 < len(chunks) else []
-            prints = [future.result() for future in futures]
-            found = {
-                sample_id: fp for (sample_id, _), fp in zip(chunk, prints, strict=True) if fp is not None
-            }
-            if found:
-                dataset.set_values(
-                    FINGERPRINT_FIELD, {k: fp.to_hex() for k, fp in found.items()}, key_field="id"
-                )
-            for sample_id, fp in found.items():
-                index.add(sample_id, fp)
-            computed += len(found)
-            unreadable += len(chunk) - len(found)
-            done += len(chunk)
-            yield Progress(
-                low + (high - low) * done / len(missing), f"Fingerprinted {done}/{len(missing)} samples"
-            )
-    return TargetFingerprints(index, computed, unreadable)
 
 
 @dataclass(frozen=True)
@@ -133,11 +58,16 @@ class CopyScreen:
     caught. Accepted candidates become target samples once added (``added``).
     """
 
-    def __init__(self, target: CopyIndex) -> None:
+    def __init__(self, target: CopyIndex, target_complete: Callable[[], bool] = lambda: True) -> None:
         self.target = target
+        self.target_complete = target_complete
+        """Whether every target sample is in ``target`` yet (an expansion fingerprints them while it
+        starts searching: a candidate accepted before then is checked again before it is added)."""
         self.threshold = target.threshold
         self._accepted = CopyIndex(target.threshold)
         self._accepted_prints: dict[str, Fingerprint] = {}
+        self.late: dict[str, str] = {}
+        """Accepted candidates found to copy a target sample only when checked again (image -> sample)."""
 
     def check(self, image_id: str, fp: Fingerprint) -> CopyVerdict | None:
         """``None`` (and the candidate is accepted), or what it is a copy of."""
@@ -167,6 +97,91 @@ class CopyScreen:
             for image_id in prints:
                 self._accepted_prints.pop(image_id, None)
             self._accepted = CopyIndex(self.threshold, self._accepted_prints.items())
+
+
+class Screening:
+    """What screening decided for one batch of candidates (API image id -> ...), in the caller's order.
+
+    Without a ``CopyScreen`` (screening off) nothing is a copy and nothing is fingerprinted.
+    """
+
+    def __init__(self, screen: CopyScreen | None = None) -> None:
+        self.screen = screen
+        self.prints: dict[str, Fingerprint] = {}
+        """Fingerprints of the accepted candidates, stored on their samples."""
+        self.copies: dict[str, CopyVerdict] = {}
+        self.unprinted: list[str] = []
+        """Accepted without a thumbnail fingerprint: screened from the downloaded file."""
+        self.resolved: dict[str, str] = {}
+        """Candidate -> the sample id it copies, once the batch's samples are in (``added``)."""
+        self.provisional: list[str] = []
+        """Accepted before the target's fingerprints were all in: checked again before being added."""
+
+    def check(self, image_id: str, fp: Fingerprint | None) -> bool:
+        """Screen one candidate; ``True`` if it is to be downloaded."""
+        if self.screen is None:
+            return True
+        if fp is None:
+            self.unprinted.append(image_id)
+            return True
+        complete = self.screen.target_complete()  # read first: a sample fingerprinted during the check
+        verdict = self.screen.check(image_id, fp)
+        if verdict is not None:
+            self.copies[image_id] = verdict
+            return False
+        self.prints[image_id] = fp
+        if not complete:
+            self.provisional.append(image_id)
+        return True
+
+    def screen_downloads(self, outcomes: list[DownloadOutcome]) -> list[DownloadOutcome]:
+        """The outcomes to keep, once the target's fingerprints are all in: a download screened only
+        now (no thumbnail fingerprint), or accepted before the target was complete, that turns out
+        to be a copy has its file removed at once and is dropped."""
+        if self.screen is None or not (self.unprinted or self.provisional):
+            return outcomes
+        waiting = set(self.unprinted)
+        provisional = set(self.provisional)
+        kept = []
+        for outcome in outcomes:
+            key = outcome.job.key
+            if outcome.ok and outcome.path is not None:
+                if key in waiting:
+                    fp = file_fingerprint(outcome.path)
+                    copy = fp is not None and not self.check(key, fp)
+                else:
+                    copy = key in provisional and self._copies_target_late(key)
+                if copy:
+                    outcome.path.unlink(missing_ok=True)
+                    continue
+            kept.append(outcome)
+        return kept
+
+    def _copies_target_late(self, image_id: str) -> bool:
+        """Check an accepted candidate again, against the target now complete."""
+        assert self.screen is not None
+        match = self.screen.target.find(self.prints[image_id])
+        if match is None:
+            return False
+        self.copies[image_id] = CopyVerdict(sample_id=match.key, distance=match.distance)
+        self.screen.late[image_id] = match.key  # later candidates found to copy it copy that sample
+        return True
+
+    def added(self, new_sample_ids: dict[str, str]) -> None:
+        """The accepted candidates that went in (API image id -> sample id): the target's from now on."""
+        if self.screen is None:
+            return
+        self.screen.added(new_sample_ids, self.prints)
+        for candidate, verdict in self.copies.items():
+            if candidate in self.resolved:
+                continue
+            if verdict.sample_id is not None:
+                self.resolved[candidate] = verdict.sample_id
+            else:
+                image_id = str(verdict.image_id)
+                self.resolved[candidate] = new_sample_ids.get(image_id) or self.screen.late.get(
+                    image_id, f"simages_id:{image_id}"
+                )
 
 
 def thumbnail_fingerprints(

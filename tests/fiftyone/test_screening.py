@@ -12,6 +12,7 @@ import io
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +28,9 @@ from simages_core import SimilarImagesClient
 from simages_core.identity import COPY_DISTANCE, CopyIndex, Fingerprint, fingerprint
 from simages_fiftyone import Progress
 from simages_fiftyone._expanding import plan_expand
+from simages_fiftyone._find_fingerprints import FINGERPRINT_FIELD
 from simages_fiftyone._importing import default_media_dir
 from simages_fiftyone._params import build_expand_params, build_import_options
-from simages_fiftyone._screening import FINGERPRINT_FIELD
 from simages_server.testing import ServerProcess
 
 try:  # the index writer's module (``simages_server.index`` re-exported it before)
@@ -349,6 +350,43 @@ def test_a_copy_whose_thumbnail_cannot_be_read_is_screened_from_its_download(
     assert (result.imported, result.skipped_copies) == (0, 3)
     assert set(result.copies.values()) == {dataset.first().id}
     assert os.listdir(media) == []  # the copies' files were removed as soon as they were recognised
+
+
+def test_an_expansion_screens_before_the_targets_fingerprints_are_in_and_checks_again_before_adding(
+    api_env, make_dataset, proxy_factory, tmp_path, monkeypatch
+):
+    """The target is fingerprinted on a thread while the first answers are screened and downloaded:
+    here it is held until the first candidate was screened, so that candidate (a copy of the
+    dataset's photo) is accepted and downloaded; it is caught before it is added, with the copies
+    of it, and its file goes."""
+    from simages_fiftyone import _screening, _target_prints
+
+    dataset = make_dataset("clock.jpg")
+    screened = threading.Event()
+    read_stored = _target_prints.add_stored
+
+    def held_add_stored(*args, **kwargs):
+        assert screened.wait(60), "no candidate was screened while the target's fingerprints were pending"
+        return read_stored(*args, **kwargs)
+
+    check = _screening.Screening.check
+
+    def check_then_release(self, image_id, fp):
+        accepted = check(self, image_id, fp)
+        screened.set()
+        return accepted
+
+    monkeypatch.setattr(_target_prints, "add_stored", held_add_stored)
+    monkeypatch.setattr(_screening.Screening, "check", check_then_release)
+    proxy = proxy_factory({})
+    media = tmp_path / "media"
+    result = simages_fiftyone.expand_dataset(dataset, 3, media_dir=str(media), api_url=proxy.url)
+    assert result.complete and result.fingerprints_computed == 1
+    assert (result.imported, result.skipped_copies) == (0, 3) and len(dataset) == 1
+    assert set(result.copies.values()) == {dataset.first().id}  # the copies of the early one too
+    downloads = len(proxy.image_requests) - len(proxy.thumbnail_requests)  # the proxy lists both
+    assert downloads == 1  # the one screened early was downloaded, then caught
+    assert os.listdir(media) == []
 
 
 def test_screening_off_imports_the_copies(api_env, make_dataset, tmp_path):

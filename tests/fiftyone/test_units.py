@@ -269,8 +269,7 @@ def test_the_copy_screen_names_the_target_sample_or_the_accepted_candidate():
 def test_screening_keeps_the_first_copy_and_screens_unprinted_downloads_from_their_file(tmp_path):
     from simages_core.identity import CopyIndex, fingerprint
     from simages_fiftyone._downloads import DownloadOutcome
-    from simages_fiftyone._importing import Screening
-    from simages_fiftyone._screening import CopyScreen
+    from simages_fiftyone._screening import CopyScreen, Screening
 
     photo = Image.effect_mandelbrot((128, 96), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
     fp = fingerprint(photo)
@@ -287,7 +286,7 @@ def test_screening_keeps_the_first_copy_and_screens_unprinted_downloads_from_the
 
 
 def test_screening_off_lets_everything_through():
-    from simages_fiftyone._importing import Screening
+    from simages_fiftyone._screening import Screening
 
     off = Screening()
     assert off.check("a", None) and off.unprinted == [] and off.screen_downloads([]) == []
@@ -340,3 +339,29 @@ def test_copy_screen_keeps_an_open_batch_while_the_one_before_settles() -> None:
     assert screen.check("b2", b).image_id == "b1"  # batch 2's b1 is still pending: still found
     assert screen.check("a3", a).sample_id == "sample-a"  # a1 is a target sample now
     assert screen.check("c2", c) is None  # c1 never went in: a later copy of it is new
+
+
+def test_a_candidate_accepted_before_the_target_was_complete_is_checked_again(tmp_path) -> None:
+    import random
+
+    from simages_core.identity import CROPS, CopyIndex, Fingerprint
+    from simages_fiftyone._downloads import DownloadOutcome
+    from simages_fiftyone._screening import CopyScreen, Screening
+
+    rng = random.Random(11)
+    photo = Fingerprint(rng.getrandbits(64 * len(CROPS)), rng.getrandbits(64 * len(CROPS)))
+    target, complete = CopyIndex(12), [False]
+    screen = CopyScreen(target, lambda: complete[0])
+    early, later = Screening(screen), Screening(screen)
+    assert early.check("early", photo) and early.provisional == ["early"]  # the target's sample not in yet
+    assert not later.check("its-copy", photo)  # a copy of the accepted candidate
+    target.add("sample-a", photo)  # the target's fingerprints are all in
+    complete[0] = True
+    path = tmp_path / "early.jpg"
+    path.write_bytes(b"downloaded")
+    outcome = DownloadOutcome(DownloadJob("early", "http://x/i"), path=path, width=1, height=1)
+    assert early.screen_downloads([outcome]) == [] and not path.exists()  # caught before it is added
+    early.added({})
+    later.added({})
+    assert early.resolved == {"early": "sample-a"} and later.resolved == {"its-copy": "sample-a"}
+    assert Screening(screen).check("after", photo) is False and Screening(screen).provisional == []
