@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,29 @@ def test_close_answers_what_was_asked_and_later_requests_are_none(host: ImageHos
     worker.close()
     assert asked.result(timeout=30) == fingerprint(_photo_bytes(3))
     assert worker.url(f"http://127.0.0.1:{host.port}/t/good.webp").result(timeout=1) is None
+
+
+def test_asking_never_waits_on_a_busy_worker(tmp_path: Path) -> None:
+    # A stopped worker reads nothing: far more requests than its pipe holds are still taken at once
+    # (callers are often search threads that must go back to searching), and all answered later.
+    file = tmp_path / "photo.jpg"
+    file.write_bytes(_photo_bytes(5, "JPEG"))
+    worker = FingerprintWorker(_policy())
+    futures: list = []
+    try:
+        os.kill(worker.pid, signal.SIGSTOP)
+        threads = [
+            threading.Thread(target=lambda: futures.extend(worker.file(file) for _ in range(1_000)))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads) and len(futures) == 4_000
+        assert not any(f.done() for f in futures)
+        os.kill(worker.pid, signal.SIGCONT)
+        assert {f.result(timeout=60) for f in futures} == {fingerprint(file)}
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+        worker.close()
