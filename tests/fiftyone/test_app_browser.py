@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import fiftyone as fo
@@ -55,20 +56,27 @@ def wait_until_served(url: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def app(api_env, make_dataset) -> Iterator[App]:
-    """The App (its own server process, with the plugin and its secrets from the environment)."""
-    dataset = make_dataset("chelsea.jpg", "coffee.jpg", "astronaut.jpg", name=unique_name("simages-app"))
+@contextmanager
+def served_app(dataset: fo.Dataset) -> Iterator[tuple[App, fo.Session]]:
+    """The App showing ``dataset`` (its own server process on a loopback port, with the plugin and
+    its secrets from the environment), answering, until the block ends; and its session."""
     port = free_port()
     session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_served(url + "/")
-        yield App(url, dataset)
+        app = App(f"http://127.0.0.1:{port}", dataset)
+        wait_until_served(app.url + "/")
+        yield app, session
     finally:
         session.close()
         if hasattr(fo, "close_app"):
             fo.close_app()
+
+
+@pytest.fixture
+def app(api_env, make_dataset) -> Iterator[App]:
+    dataset = make_dataset("chelsea.jpg", "coffee.jpg", "astronaut.jpg", name=unique_name("simages-app"))
+    with served_app(dataset) as (served, _):
+        yield served
 
 
 def open_dataset(page, app: App) -> None:

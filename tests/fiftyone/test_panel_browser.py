@@ -12,14 +12,11 @@ from __future__ import annotations
 import re
 import time
 
-import fiftyone as fo
 import pytest
 from browser_support import Screenshots, chromium_page, needs_chromium
 from fo_helpers import coco_boxes, unique_name
-from test_app_browser import DOCS, LOOKER, App, open_dataset, wait_until_served
+from test_app_browser import DOCS, LOOKER, open_dataset, served_app
 from test_panel_state import server_searches
-
-from simages_server.testing import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
@@ -51,8 +48,6 @@ def test_panel_in_the_modal_steps_back_from_cache_and_imports_the_ticked_results
     from playwright.sync_api import expect
 
     dataset = make_dataset("chelsea.jpg", "horse.jpg", "clock.jpg", name=unique_name("simages-panel"))
-    port = free_port()
-    session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
     shots = Screenshots(
         tmp_path / "screenshots",
         docs={
@@ -62,12 +57,10 @@ def test_panel_in_the_modal_steps_back_from_cache_and_imports_the_ticked_results
         },
     )
     shots.folder.mkdir()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_served(url + "/")
+    with served_app(dataset) as (app, _):
         with chromium_page() as browser:
             page = browser.page
-            open_dataset(page, App(url, dataset))
+            open_dataset(page, app)
             first, second = dataset.values("id")[:2]
             page.locator(LOOKER).first.click()
             # The modal is ready once its sample is drawn; an action clicked before is not heard yet.
@@ -167,7 +160,3 @@ def test_panel_in_the_modal_steps_back_from_cache_and_imports_the_ticked_results
             wait_for_thumbnails(page, grid_panel.locator("img"))
             shots.take(page, "panel-grid")
         assert not [u for u in browser.blocked if "127.0.0.1" in u]
-    finally:
-        session.close()
-        if hasattr(fo, "close_app"):
-            fo.close_app()

@@ -17,17 +17,10 @@ import fiftyone as fo
 import pytest
 from browser_support import Screenshots, chromium_page, needs_chromium
 from fo_helpers import unique_name
-from test_app_browser import DOCS, OUTPUT_WINDOW, PROMPT, open_dataset, open_operator, wait_until_served
+from test_app_browser import DOCS, OUTPUT_WINDOW, PROMPT, open_dataset, open_operator, served_app
 from test_region_queries import make_montage
 
-from simages_server.testing import free_port
-
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow, needs_chromium]
-
-
-class _App:
-    def __init__(self, url: str, dataset: fo.Dataset) -> None:
-        self.url, self.dataset = url, dataset
 
 
 def test_selected_detections_are_the_query_in_the_app(api_env, cleanup_datasets, tmp_path):
@@ -36,19 +29,15 @@ def test_selected_detections_are_the_query_in_the_app(api_env, cleanup_datasets,
     dataset = fo.Dataset(unique_name("simages-regions"))
     cleanup_datasets.append(dataset.name)
     montage = make_montage(api_env, dataset, tmp_path / "montage.jpg")
-    port = free_port()
-    session = fo.launch_app(dataset, remote=True, address="127.0.0.1", port=port, auto=False)
     shots = Screenshots(
         tmp_path / "screenshots",
         docs={"region-form": DOCS / "region-form.png", "region-gallery": DOCS / "region-gallery.png"},
     )
     shots.folder.mkdir()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_served(url + "/")
+    with served_app(dataset) as (app, session):
         with chromium_page() as browser:
             page = browser.page
-            open_dataset(page, _App(url, dataset))
+            open_dataset(page, app)
             session.select_labels(labels=montage.selected(montage.cat, montage.horse))
 
             open_operator(page, "Find similar images (simages)")
@@ -93,7 +82,3 @@ def test_selected_detections_are_the_query_in_the_app(api_env, cleanup_datasets,
             assert set(imported.values("simages_query_label_id")) == {montage.cat.id, montage.horse.id}
             assert set(imported.values("simages_query_sample_id")) == {montage.sample_id}
         assert not [u for u in browser.blocked if "127.0.0.1" in u]
-    finally:
-        session.close()
-        if hasattr(fo, "close_app"):
-            fo.close_app()
