@@ -20,6 +20,8 @@ from simages_label_studio.testing import BackendProcess, LabelStudioProcess
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_STUDIO_BIN = REPO / ".venv-ls" / "bin" / "label-studio"
+DOCS = REPO / "label_studio_backend" / "docs"
+"""Where the browser tests' screenshots go when refreshed (the backend's README shows them)."""
 TOKEN = "simages0test0token0000000000000000000000"
 BROWSER_TOKEN = "simages0browser0token00000000000000000000"
 BROWSER_USER, BROWSER_PASSWORD = "admin@example.com", "simages-browser-password"

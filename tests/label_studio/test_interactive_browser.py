@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ import requests
 from browser_support import UPDATE, Screenshots, chromium_page, needs_chromium
 from label_studio_sdk import LabelStudio
 
-from .conftest import BROWSER_TOKEN, log_in, start_backend
+from .conftest import BROWSER_TOKEN, DOCS, log_in, start_backend
 from .test_interactive import DATA, scrub, serve_images, team_photo
 
 pytestmark = [
@@ -33,8 +32,6 @@ pytestmark = [
     needs_chromium,
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "label_studio_backend" / "docs"
 SMART_CONFIG = """
 <View>
   <Image name="image" value="$image"/>

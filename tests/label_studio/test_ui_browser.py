@@ -11,13 +11,12 @@ temporary folder; ``SIMAGES_UPDATE_SCREENSHOTS=1`` also refreshes the ones
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from browser_support import Screenshots, chromium_page, needs_chromium
 from label_studio_sdk import LabelStudio
 
-from .conftest import BROWSER_TOKEN, CONFIG, log_in, start_backend
+from .conftest import BROWSER_TOKEN, CONFIG, DOCS, log_in, start_backend
 
 pytestmark = [
     pytest.mark.integration,
@@ -27,8 +26,6 @@ pytestmark = [
     needs_chromium,
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "label_studio_backend" / "docs"
 # The regions' rectangles on Label Studio's canvas (Konva, exposed as ``window.Konva``), drawn and visible.
 DRAWN_BOXES = """n => {
     const stages = (window.Konva && window.Konva.stages) || [];
