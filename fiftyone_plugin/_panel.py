@@ -120,6 +120,12 @@ class _OpenPanel(foo.Operator):
     """A button that opens the panel where the user is (the App opens it in the modal when one is open)."""
 
     place: types.Places
+    operator_name: str
+    operator_label: str
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(name=self.operator_name, label=self.operator_label, unlisted=True)
 
     def resolve_placement(self, ctx: Any) -> types.Placement:
         return types.Placement(
@@ -133,23 +139,11 @@ class _OpenPanel(foo.Operator):
 
 class OpenPanelInModal(_OpenPanel):
     place = types.Places.SAMPLES_VIEWER_ACTIONS
-
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="open_similar_images_panel_modal",
-            label="Open the Similar images panel (sample viewer)",
-            unlisted=True,
-        )
+    operator_name = "open_similar_images_panel_modal"
+    operator_label = "Open the Similar images panel (sample viewer)"
 
 
 class OpenPanelInGrid(_OpenPanel):
     place = types.Places.SAMPLES_GRID_ACTIONS
-
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="open_similar_images_panel",
-            label="Open the Similar images panel",
-            unlisted=True,
-        )
+    operator_name = "open_similar_images_panel"
+    operator_label = "Open the Similar images panel"
