@@ -12,15 +12,34 @@ import pickle
 import queue
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from ._result_fingerprints import file_fingerprint, url_fingerprint
 from .fetch import Fetcher, FetchPolicy
 from .identity import Fingerprint
 
+_T = TypeVar("_T")
 _FILE_THREADS = 2
 """Decoding releases the GIL for part of its time, so two threads keep one core busy."""
+
+
+def queued_batches(items: queue.SimpleQueue[_T | None]) -> Iterator[list[_T]]:
+    """What has queued up, a list at a time (waiting for the first item), until ``None`` is taken."""
+    while True:
+        batch = []
+        item = items.get()
+        while item is not None:
+            batch.append(item)
+            try:
+                item = items.get_nowait()
+            except queue.Empty:
+                break
+        if batch:
+            yield batch
+        if item is None:
+            return
 
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
@@ -36,23 +55,11 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         finally:  # answered whatever happens: the caller waits for every token
             ready.put((token, fp))
 
-    def send() -> (
-        None
-    ):  # one writer: what is ready goes out together, and no hashing thread waits on the pipe
-        done = False
-        while not done:
-            batch = []
-            item = ready.get()
-            while item is not None:
-                batch.append(item)
-                try:
-                    item = ready.get_nowait()
-                except queue.Empty:
-                    break
-            done = item is None
-            if batch:
-                pickle.dump(batch, answers, protocol=pickle.HIGHEST_PROTOCOL)
-                answers.flush()
+    def send() -> None:
+        # One writer: what is ready goes out together, and no hashing thread waits on the pipe.
+        for batch in queued_batches(ready):
+            pickle.dump(batch, answers, protocol=pickle.HIGHEST_PROTOCOL)
+            answers.flush()
 
     sender = threading.Thread(target=send, name="simages-fp-answers")
     sender.start()

@@ -35,6 +35,7 @@ import threading
 from concurrent.futures import Future
 from typing import Literal
 
+from ._fingerprint_worker import queued_batches
 from .fetch import FetchPolicy
 from .identity import Fingerprint
 
@@ -116,18 +117,8 @@ class FingerprintWorker:
 
     def _write(self) -> None:
         """Send what has queued up, one message a batch; at ``None`` (closing), end the requests."""
-        ending = False
-        while not ending:
-            batch = []
-            item = self._outbox.get()
-            while item is not None:
-                batch.append(item)
-                try:
-                    item = self._outbox.get_nowait()
-                except queue.Empty:
-                    break
-            ending = item is None
-            if batch and not self._send(batch):
+        for batch in queued_batches(self._outbox):
+            if not self._send(batch):
                 break  # the worker is gone: the reader answers what is pending
         with contextlib.suppress(OSError):
             self._requests.close()  # end of requests: the worker answers what it has, then exits
